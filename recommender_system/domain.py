@@ -94,7 +94,9 @@ class CatalogSnapshot:
     weights: np.ndarray  # float64, recommendation_weight
     created_at: np.ndarray  # float64, epoch seconds
     units_ordered: np.ndarray  # float64
-    recent_units_ordered: np.ndarray  # float64, recency-weighted units (half-life of the config at build time)
+    recent_units_ordered: (
+        np.ndarray
+    )  # float64, recency-weighted units (half-life of the config at build time)
     category_variants: Mapping[int, np.ndarray] = field(default_factory=dict)
     """category id -> indices of the variants of products in that category or any descendant."""
     category_products: Mapping[int, np.ndarray] = field(default_factory=dict)

@@ -24,7 +24,9 @@ class _Gunicorn(BaseApplication):  # type: ignore[misc]
         return create_app()
 
 
-def gunicorn_options(settings: Settings, workers: int | None = None, threads: int | None = None) -> dict[str, Any]:
+def gunicorn_options(
+    settings: Settings, workers: int | None = None, threads: int | None = None
+) -> dict[str, Any]:
     """Sensible defaults: a few workers with threads (each worker holds its own loaded models)."""
     return {
         "bind": f"{settings.server_host}:{settings.server_port}",

@@ -24,13 +24,20 @@ class Settings(BaseSettings):
     server_host: str = "0.0.0.0"
     server_port: int = Field(default=8086, ge=1, le=65535)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
-    api_token: str | None = Field(default=None, description="when set, every route but GET / needs a Bearer token")
+    api_token: str | None = Field(
+        default=None, description="when set, every route but GET / needs a Bearer token"
+    )
     web_workers: int = Field(default=2, ge=1, le=64)
     web_threads: int = Field(default=8, ge=1, le=256)
     refresh_seconds: float = Field(
-        default=2.0, gt=0, le=300, description="how often a web process looks for a new config, catalogue or model"
+        default=2.0,
+        gt=0,
+        le=300,
+        description="how often a web process looks for a new config, catalogue or model",
     )
-    cache_size: int = Field(default=10_000, ge=0, description="bounded per-process cache of category orderings")
+    cache_size: int = Field(
+        default=10_000, ge=0, description="bounded per-process cache of category orderings"
+    )
     redis_url: str | None = Field(default=None, description="shared cache when scaled out (optional)")
     trainer_poll_seconds: float = Field(default=5.0, gt=0, le=3600)
     keep_versions: int = Field(default=3, ge=1, le=100, description="model versions kept on disk per model")

@@ -31,9 +31,25 @@ DEFAULT_CASCADES: dict[str, list[str]] = {
     "homepage_scoring_cascade": ["ease", "als", "gru4rec", "cooccurrence", "popularity", "selection"],
     "category_list_scoring_cascade": ["ease", "als", "gru4rec", "cooccurrence", "popularity", "selection"],
     "product_detail_retrieval_cascade": ["similarity", "cooccurrence", "popularity", "selection"],
-    "product_detail_scoring_cascade": ["ease", "als", "gru4rec", "cooccurrence", "similarity", "popularity", "selection"],
+    "product_detail_scoring_cascade": [
+        "ease",
+        "als",
+        "gru4rec",
+        "cooccurrence",
+        "similarity",
+        "popularity",
+        "selection",
+    ],
     "cart_retrieval_cascade": ["cooccurrence", "similarity", "popularity", "selection"],
-    "cart_scoring_cascade": ["ease", "als", "gru4rec", "cooccurrence", "similarity", "popularity", "selection"],
+    "cart_scoring_cascade": [
+        "ease",
+        "als",
+        "gru4rec",
+        "cooccurrence",
+        "similarity",
+        "popularity",
+        "selection",
+    ],
 }
 
 
@@ -73,7 +89,10 @@ class EaseConfig(_Wire):
         description="EASE is ready for training once there are more events than this times the number of variants.",
     )
     max_items: int = Field(
-        20_000, ge=10, title="Item cap", description="Only the most frequent items enter the item-item matrix."
+        20_000,
+        ge=10,
+        title="Item cap",
+        description="Only the most frequent items enter the item-item matrix.",
     )
 
     @field_validator("l2_options")
@@ -85,13 +104,19 @@ class EaseConfig(_Wire):
 
 
 class Gru4recConfig(_Wire):
-    num_epochs_options: list[int] = Field([10], min_length=1, title="Number of epochs options", description="")
+    num_epochs_options: list[int] = Field(
+        [10], min_length=1, title="Number of epochs options", description=""
+    )
     batch_size_options: list[int] = Field([64], min_length=1, title="Batch size options", description="")
     embedding_size_options: list[int] = Field(
         [0], min_length=1, title="Embedding size options", description="0 means one-hot input."
     )
-    hidden_size_options: list[int] = Field([100], min_length=1, title="Hidden layer size options", description="")
-    learning_rate_options: list[float] = Field([0.05], min_length=1, title="Learning rate options", description="")
+    hidden_size_options: list[int] = Field(
+        [100], min_length=1, title="Hidden layer size options", description=""
+    )
+    learning_rate_options: list[float] = Field(
+        [0.05], min_length=1, title="Learning rate options", description=""
+    )
     incremental_trainings: int = Field(10, ge=0, title="Number of incremental trainings", description="")
     events_multiplier: float = Field(
         10.0,
@@ -100,11 +125,17 @@ class Gru4recConfig(_Wire):
         description="GRU4Rec is ready for training once there are more views than this times the number of variants.",
     )
     loss: str = Field("cross-entropy", title="Loss", description="cross-entropy or bpr-max")
-    n_sample: int = Field(2048, ge=0, title="Negative samples", description="Shared popularity-sampled negatives.")
+    n_sample: int = Field(
+        2048, ge=0, title="Negative samples", description="Shared popularity-sampled negatives."
+    )
     sample_alpha: float = Field(0.5, ge=0, le=1, title="Sampling exponent", description="")
 
     @field_validator(
-        "num_epochs_options", "batch_size_options", "embedding_size_options", "hidden_size_options", mode="before"
+        "num_epochs_options",
+        "batch_size_options",
+        "embedding_size_options",
+        "hidden_size_options",
+        mode="before",
     )
     @classmethod
     def _ints(cls, values: Any) -> Any:
@@ -139,7 +170,10 @@ class CooccurrenceConfig(_Wire):
 
 class PopularityConfig(_Wire):
     half_life_days: float | None = Field(
-        None, gt=0, title="Recency half-life (days)", description="Orders this old weigh half; empty for no decay."
+        None,
+        gt=0,
+        title="Recency half-life (days)",
+        description="Orders this old weigh half; empty for no decay.",
     )
 
 
@@ -148,7 +182,10 @@ class TrainingConfig(_Wire):
         24.0, gt=0, title="Refresh period (hours)", description="A model older than this is retrained."
     )
     changed_share: float = Field(
-        0.2, gt=0, title="Changed share", description="Retrain when new events or catalogue changes exceed this share."
+        0.2,
+        gt=0,
+        title="Changed share",
+        description="Retrain when new events or catalogue changes exceed this share.",
     )
 
 
@@ -207,7 +244,9 @@ class PipelineConfig(_Wire):
             data.pop("modelsDisabled", None)
         elif raw is None and listed and isinstance(models, list):
             # derive the disabled set from models[i].disabled when no explicit map is sent
-            derived = {m["name"]: bool(m.get("disabled")) for m in models if isinstance(m, dict) and "name" in m}
+            derived = {
+                m["name"]: bool(m.get("disabled")) for m in models if isinstance(m, dict) and "name" in m
+            }
             if any(derived.values()):
                 data["models_disabled"] = derived
         return data
@@ -230,7 +269,9 @@ class PipelineConfig(_Wire):
             for name in cascade:
                 spec = SPECS.get(name)
                 if spec is None:
-                    raise ValueError(f"{to_camel(field_name)}: unknown model {name!r}; known: {list(MODEL_NAMES)}")
+                    raise ValueError(
+                        f"{to_camel(field_name)}: unknown model {name!r}; known: {list(MODEL_NAMES)}"
+                    )
                 if not spec.can(phase, page):
                     raise ValueError(
                         f"{to_camel(field_name)}: model {name!r} cannot do {phase.value} for {page.value}"
@@ -276,18 +317,27 @@ def field_info() -> dict[str, Any]:
     titles = {
         "retrieval_size": ("Retrieval size", "Number of candidate variants the retrieval step returns."),
         "ordering_size": ("Ordering size", "Number of top-scored variants re-ordered for diversity."),
-        "homepage_retrieval_cascade": ("Homepage retrieval", "Models that retrieve candidates for the homepage."),
+        "homepage_retrieval_cascade": (
+            "Homepage retrieval",
+            "Models that retrieve candidates for the homepage.",
+        ),
         "homepage_scoring_cascade": ("Homepage scoring", "Models that score candidates for the homepage."),
         "category_list_retrieval_cascade": (
             "Category list retrieval",
             "No model is used: the candidates are the variants of the category and its subcategories.",
         ),
-        "category_list_scoring_cascade": ("Category list scoring", "Models that order a category's variants."),
+        "category_list_scoring_cascade": (
+            "Category list scoring",
+            "Models that order a category's variants.",
+        ),
         "product_detail_retrieval_cascade": (
             "Product detail retrieval",
             "Models that retrieve candidates for a product page.",
         ),
-        "product_detail_scoring_cascade": ("Product detail scoring", "Models that score candidates on a product page."),
+        "product_detail_scoring_cascade": (
+            "Product detail scoring",
+            "Models that score candidates on a product page.",
+        ),
         "cart_retrieval_cascade": ("Cart retrieval", "Models that retrieve candidates for the cart page."),
         "cart_scoring_cascade": ("Cart scoring", "Models that score candidates for the cart page."),
     }
@@ -306,7 +356,10 @@ def field_info() -> dict[str, Any]:
     }
     for key, cls in nested.items():
         info[key] = {
-            to_camel(name): {"title": f.title or name, "description": f.description or (f.title or name) + "."}
+            to_camel(name): {
+                "title": f.title or name,
+                "description": f.description or (f.title or name) + ".",
+            }
             for name, f in cls.model_fields.items()
         }
     return info

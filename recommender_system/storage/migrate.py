@@ -18,7 +18,9 @@ def alembic_config(database_url: str) -> Config:
     if not ini.exists():  # installed without the source tree: look in the working directory
         ini = Path.cwd() / "alembic.ini"
     if not ini.exists():
-        raise FileNotFoundError("alembic.ini and migrations/ not found next to the package or in the working directory")
+        raise FileNotFoundError(
+            "alembic.ini and migrations/ not found next to the package or in the working directory"
+        )
     config = Config(str(ini))
     config.attributes["database_url"] = database_url
     return config

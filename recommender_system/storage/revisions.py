@@ -30,5 +30,7 @@ def bump(session: Session, *names: str) -> None:
 
 def read_all(session: Session) -> dict[str, int]:
     """Every revision in one query; missing rows read as 0."""
-    found = {name: revision for name, revision in session.execute(select(DataRevision.name, DataRevision.revision))}
+    found = {
+        name: revision for name, revision in session.execute(select(DataRevision.name, DataRevision.revision))
+    }
     return {name: int(found.get(name, 0)) for name in ALL}

@@ -92,7 +92,9 @@ class PredictionModel(ABC):
         raise UnsupportedOperationError(f"{self.name} does not retrieve")
 
     @abstractmethod
-    def score(self, ctx: RecommendationContext, catalog: CatalogSnapshot, candidates: np.ndarray) -> np.ndarray:
+    def score(
+        self, ctx: RecommendationContext, catalog: CatalogSnapshot, candidates: np.ndarray
+    ) -> np.ndarray:
         """One float per candidate index (higher is better); NaN where the model cannot score that item."""
 
     # --- training ---------------------------------------------------------------------------------------
