@@ -50,7 +50,8 @@ def postgres_url() -> Iterator[str]:
         pytest.skip(f"{PG_ENV} is not set: PostgreSQL tests skipped (CI sets it)")
     url = sa.make_url(base)
     name = f"{url.database}_{_worker()}"
-    admin = sa.create_engine(url, isolation_level="AUTOCOMMIT")
+    admin_url = url.set(database="postgres")  # the maintenance database; RS_TEST_DATABASE_URL's need not exist
+    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
@@ -58,7 +59,7 @@ def postgres_url() -> Iterator[str]:
     worker_url = url.set(database=name).render_as_string(hide_password=False)
     migrate.upgrade(worker_url)
     yield worker_url
-    admin = sa.create_engine(url, isolation_level="AUTOCOMMIT")
+    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     admin.dispose()

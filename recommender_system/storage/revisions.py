@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select, update
+from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from recommender_system.storage.tables import DataRevision, utcnow
@@ -16,16 +18,18 @@ ALL = (CATALOG, ORDERS, CONFIG, MODELS, EVENTS)
 
 
 def bump(session: Session, *names: str) -> None:
-    """Increment the named revisions inside the caller's unit of work (creating the rows on first use)."""
+    """Increment the named revisions inside the caller's unit of work (creating the rows on first use).
+
+    One ``INSERT ... ON CONFLICT DO UPDATE`` per name, so concurrent first bumps never collide on the key."""
+    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    now = utcnow()
     for name in dict.fromkeys(names):
-        result = session.execute(
-            update(DataRevision)
-            .where(DataRevision.name == name)
-            .values(revision=DataRevision.revision + 1, updated_at=utcnow())
+        statement = insert(DataRevision).values(name=name, revision=1, updated_at=now)
+        statement = statement.on_conflict_do_update(
+            index_elements=[DataRevision.name],
+            set_={"revision": DataRevision.revision + 1, "updated_at": now},
         )
-        if result.rowcount == 0:  # type: ignore[attr-defined]
-            session.add(DataRevision(name=name, revision=1, updated_at=utcnow()))
-            session.flush()
+        session.execute(statement)
 
 
 def read_all(session: Session) -> dict[str, int]:
