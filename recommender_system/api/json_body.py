@@ -20,3 +20,5 @@ def json_body() -> Any:
         return json.loads(raw)
     except (ValueError, UnicodeDecodeError) as error:
         raise ApiError(f"the request body is not valid JSON: {error}") from None
+    except RecursionError:
+        raise ApiError("the request body is nested too deeply") from None
