@@ -6,10 +6,12 @@ it imports nothing of ours.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
+from functools import cached_property
+from typing import Any
 
 import numpy as np
 
@@ -66,6 +68,8 @@ class RecommendationContext:
     cart: tuple[str, ...] = ()
     """SKUs in the cart (CART)."""
     history: SessionHistory = EMPTY_HISTORY
+    seed: int | None = None
+    """Seed of this request's random draws (set by the pipeline; fixed in tests); None means fresh entropy."""
 
     @property
     def anchors(self) -> tuple[str, ...]:
@@ -75,6 +79,11 @@ class RecommendationContext:
         if self.page is Page.CART:
             return self.cart
         return ()
+
+
+def _read_only(array: np.ndarray) -> np.ndarray:
+    array.flags.writeable = False
+    return array
 
 
 @dataclass
@@ -102,19 +111,32 @@ class CatalogSnapshot:
     category_products: Mapping[int, np.ndarray] = field(default_factory=dict)
     """category id -> product ids in that category or any descendant."""
     sku_index: Mapping[str, int] = field(default_factory=dict)
+    _memo: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not self.sku_index:
             self.sku_index = {str(sku): i for i, sku in enumerate(self.skus)}
 
-    @property
+    @cached_property
     def in_stock(self) -> np.ndarray:
-        return self.stock > 0
+        return _read_only(self.stock > 0)
 
-    @property
+    @cached_property
     def recommendable(self) -> np.ndarray:
-        """Eligible and in stock: what may appear on every page but category lists."""
-        return self.eligible & self.in_stock
+        """Eligible and in stock: what may appear on every page but category lists (computed once per snapshot,
+        which is never mutated; do not modify the returned array)."""
+        return _read_only(self.eligible & self.in_stock)
+
+    def memo(self, key: str, compute: Callable[[CatalogSnapshot], Any]) -> Any:
+        """A value derived from this snapshot (e.g. a model's ranking of it), computed once and kept with it.
+        Arrays come back read-only: they are shared by every request on this snapshot."""
+        try:
+            return self._memo[key]
+        except KeyError:
+            value = compute(self)
+            if isinstance(value, np.ndarray):
+                value = _read_only(value)
+            return self._memo.setdefault(key, value)
 
     def indices(self, skus: Sequence[str]) -> np.ndarray:
         """Indices of known SKUs, -1 for unknown ones."""
