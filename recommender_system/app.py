@@ -7,8 +7,11 @@ import logging
 
 from flask import Flask, request
 
-from recommender_system.api import BLUEPRINTS
+from recommender_system.api import blueprints
+from recommender_system.api.dashboard import install_monitoring
 from recommender_system.api.errors import error_response, register_error_handlers
+from recommender_system.api.predict import start_prediction_services
+from recommender_system.api.ui import browser_allowed
 from recommender_system.container import Container
 from recommender_system.logs import configure_logging
 
@@ -28,7 +31,7 @@ def create_app(container: Container | None = None) -> Flask:
     app.container = container  # type: ignore[attr-defined]
     app.json.sort_keys = False  # type: ignore[attr-defined]
     register_error_handlers(app)
-    for blueprint in BLUEPRINTS:
+    for blueprint in blueprints():
         app.register_blueprint(blueprint)
 
     token = settings.api_token
@@ -37,17 +40,18 @@ def create_app(container: Container | None = None) -> Flask:
 
         @app.before_request
         def _require_token():  # type: ignore[no-untyped-def]
-            if request.path in OPEN_PATHS:
+            if request.path in OPEN_PATHS or browser_allowed(token):  # the dashboard page's cookie login
                 return None
             given = request.headers.get("Authorization", "").encode()
             if not hmac.compare_digest(given, expected):
                 return error_response("missing or wrong API token (Authorization: Bearer <token>)", 401)
             return None
 
+    app.shutdown_hooks = []  # type: ignore[attr-defined]  # callables run on a clean shutdown (hooks append)
     for hook in STARTUP_HOOKS:
         hook(app, container)
     return app
 
 
 # Callables ``(app, container) -> None`` run at the end of create_app (background refreshers, log writers...).
-STARTUP_HOOKS: list = []
+STARTUP_HOOKS: list = [start_prediction_services, install_monitoring]

@@ -6,6 +6,7 @@ from typing import Any
 
 from gunicorn.app.base import BaseApplication
 
+from recommender_system.metrics_multiprocess import prepare as prepare_metrics
 from recommender_system.settings import Settings
 
 
@@ -43,4 +44,6 @@ def gunicorn_options(
 
 
 def serve(settings: Settings, workers: int | None = None, threads: int | None = None) -> None:
-    _Gunicorn(gunicorn_options(settings, workers, threads)).run()
+    options = gunicorn_options(settings, workers, threads)
+    options.update(prepare_metrics(settings, options["workers"]))  # Prometheus multi-process mode
+    _Gunicorn(options).run()

@@ -94,6 +94,34 @@ def upgrade() -> None:
     with op.batch_alter_table('model_version', schema=None) as batch_op:
         batch_op.create_index('uq_model_version_model_version', ['model_name', 'version'], unique=True)
 
+    op.create_table('monitoring_rollup',
+    sa.Column('period', sa.String(length=4), nullable=False),
+    sa.Column('bucket', sa.DateTime(), nullable=False),
+    sa.Column('recommendation_type', sa.String(length=30), nullable=False),
+    sa.Column('scoring_model_name', sa.String(length=50), nullable=False),
+    sa.Column('retrieval_model_name', sa.String(length=50), nullable=False),
+    sa.Column('predictions', sa.BigInteger(), nullable=False),
+    sa.Column('retrieval_duration_sum', sa.Float(), nullable=False),
+    sa.Column('retrieval_duration_max', sa.Float(), nullable=False),
+    sa.Column('scoring_duration_sum', sa.Float(), nullable=False),
+    sa.Column('scoring_duration_max', sa.Float(), nullable=False),
+    sa.Column('ordering_duration_sum', sa.Float(), nullable=False),
+    sa.Column('ordering_duration_max', sa.Float(), nullable=False),
+    sa.Column('sku_bitmap', sa.LargeBinary(), nullable=False),
+    sa.PrimaryKeyConstraint('period', 'bucket', 'recommendation_type', 'scoring_model_name', 'retrieval_model_name', name=op.f('pk_monitoring_rollup'))
+    )
+    op.create_table('monitoring_sku',
+    sa.Column('id', sa.Integer(), autoincrement=True, nullable=False),
+    sa.Column('sku', sa.String(length=255), nullable=False),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_monitoring_sku')),
+    sa.UniqueConstraint('sku', name=op.f('uq_monitoring_sku_sku'))
+    )
+    op.create_table('monitoring_watermark',
+    sa.Column('name', sa.String(length=50), nullable=False),
+    sa.Column('value', sa.BigInteger(), nullable=False),
+    sa.Column('updated_at', sa.DateTime(), nullable=False),
+    sa.PrimaryKeyConstraint('name', name=op.f('pk_monitoring_watermark'))
+    )
     op.create_table('prediction_log',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
     sa.Column('created_at', sa.DateTime(), nullable=False),
@@ -116,6 +144,9 @@ def upgrade() -> None:
     )
     with op.batch_alter_table('prediction_log', schema=None) as batch_op:
         batch_op.create_index('ix_prediction_log_created', ['created_at'], unique=False)
+        batch_op.create_index('ix_prediction_log_future_hit', ['created_at', 'scoring_model_name', 'recommendation_type'], unique=False, sqlite_where=sa.text('future_hit = 1'), postgresql_where=sa.text('future_hit = true'))
+        batch_op.create_index('ix_prediction_log_hit', ['created_at', 'scoring_model_name', 'recommendation_type'], unique=False, sqlite_where=sa.text('hit = 1'), postgresql_where=sa.text('hit = true'))
+        batch_op.create_index('ix_prediction_log_pending', ['created_at'], unique=False, sqlite_where=sa.text('future_hit IS NULL'), postgresql_where=sa.text('future_hit IS NULL'))
         batch_op.create_index('ix_prediction_log_scoring_created', ['scoring_model_name', 'created_at'], unique=False)
         batch_op.create_index('ix_prediction_log_session_created', ['session_id', 'created_at'], unique=False)
 
@@ -453,9 +484,15 @@ def downgrade() -> None:
     with op.batch_alter_table('prediction_log', schema=None) as batch_op:
         batch_op.drop_index('ix_prediction_log_session_created')
         batch_op.drop_index('ix_prediction_log_scoring_created')
+        batch_op.drop_index('ix_prediction_log_pending', sqlite_where=sa.text('future_hit IS NULL'), postgresql_where=sa.text('future_hit IS NULL'))
+        batch_op.drop_index('ix_prediction_log_hit', sqlite_where=sa.text('hit = 1'), postgresql_where=sa.text('hit = true'))
+        batch_op.drop_index('ix_prediction_log_future_hit', sqlite_where=sa.text('future_hit = 1'), postgresql_where=sa.text('future_hit = true'))
         batch_op.drop_index('ix_prediction_log_created')
 
     op.drop_table('prediction_log')
+    op.drop_table('monitoring_watermark')
+    op.drop_table('monitoring_sku')
+    op.drop_table('monitoring_rollup')
     with op.batch_alter_table('model_version', schema=None) as batch_op:
         batch_op.drop_index('uq_model_version_model_version')
 

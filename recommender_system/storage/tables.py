@@ -17,6 +17,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
@@ -363,6 +364,29 @@ class PredictionLog(Base):
         Index("ix_prediction_log_created", "created_at"),
         Index("ix_prediction_log_scoring_created", "scoring_model_name", "created_at"),
         Index("ix_prediction_log_session_created", "session_id", "created_at"),
+        # monitoring: hits counted per window/model from the few hit rows; predictions not yet evaluated
+        Index(
+            "ix_prediction_log_hit",
+            "created_at",
+            "scoring_model_name",
+            "recommendation_type",
+            sqlite_where=text("hit = 1"),
+            postgresql_where=text("hit = true"),
+        ),
+        Index(
+            "ix_prediction_log_future_hit",
+            "created_at",
+            "scoring_model_name",
+            "recommendation_type",
+            sqlite_where=text("future_hit = 1"),
+            postgresql_where=text("future_hit = true"),
+        ),
+        Index(
+            "ix_prediction_log_pending",
+            "created_at",
+            sqlite_where=text("future_hit IS NULL"),
+            postgresql_where=text("future_hit IS NULL"),
+        ),
     )
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
@@ -396,3 +420,46 @@ class PredictionLogItem(Base):
     product_variant_sku: Mapped[str] = mapped_column(Sku)
     session_id: Mapped[str | None] = mapped_column(SessionKey)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)
+
+
+# ------------------------------------------------------------------------------------------------ monitoring
+class MonitoringRollup(Base):
+    """Per-hour and per-day aggregates of the prediction log: one row per (period, bucket start, page, scoring
+    model, retrieval model), ``period`` being ``"hour"`` or ``"day"``.
+
+    Filled incrementally by the monitoring aggregation (``storage/monitoring.py``) so that a dashboard call never
+    scans the whole log. ``sku_bitmap`` is the zlib-compressed bit set (over ``monitoring_sku.id``) of the SKUs at
+    positions < 10 of those predictions, for coverage. ``retrieval_model_name`` is ``""`` when there was none.
+    """
+
+    __tablename__ = "monitoring_rollup"
+    period: Mapped[str] = mapped_column(String(4), primary_key=True)
+    bucket: Mapped[datetime] = mapped_column(DateTime, primary_key=True)
+    recommendation_type: Mapped[str] = mapped_column(String(30), primary_key=True)
+    scoring_model_name: Mapped[str] = mapped_column(String(50), primary_key=True)
+    retrieval_model_name: Mapped[str] = mapped_column(String(50), primary_key=True)
+    predictions: Mapped[int] = mapped_column(BigInteger, default=0)
+    retrieval_duration_sum: Mapped[float] = mapped_column(Float, default=0.0)
+    retrieval_duration_max: Mapped[float] = mapped_column(Float, default=0.0)
+    scoring_duration_sum: Mapped[float] = mapped_column(Float, default=0.0)
+    scoring_duration_max: Mapped[float] = mapped_column(Float, default=0.0)
+    ordering_duration_sum: Mapped[float] = mapped_column(Float, default=0.0)
+    ordering_duration_max: Mapped[float] = mapped_column(Float, default=0.0)
+    sku_bitmap: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class MonitoringSku(Base):
+    """A small, stable integer for every SKU that ever appeared in a prediction (the bit of ``sku_bitmap``)."""
+
+    __tablename__ = "monitoring_sku"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    sku: Mapped[str] = mapped_column(Sku, unique=True)
+
+
+class MonitoringWatermark(Base):
+    """How far the monitoring aggregation got: the last rolled-up prediction id, the last evaluated view id."""
+
+    __tablename__ = "monitoring_watermark"
+    name: Mapped[str] = mapped_column(String(50), primary_key=True)
+    value: Mapped[int] = mapped_column(BigInteger, default=0)
+    updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
