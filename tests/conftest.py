@@ -65,12 +65,23 @@ def postgres_url() -> Iterator[str]:
     admin.dispose()
 
 
+_truncate_engines: dict[str, sa.Engine] = {}
+
+
 def truncate_all(url: str) -> None:
-    engine = sa.create_engine(url)
-    names = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
+    """Empty the tables a previous test touched (non-empty, or whose id sequence was used) and restart their ids.
+
+    Truncating only those keeps a PostgreSQL test's setup in milliseconds instead of truncating ~30 tables."""
+    engine = _truncate_engines.get(url) or _truncate_engines.setdefault(url, sa.create_engine(url))
+    tables = [t.name for t in Base.metadata.sorted_tables]
+    probe = " UNION ALL ".join(f"SELECT '{name}' WHERE EXISTS (SELECT 1 FROM \"{name}\")" for name in tables)
     with engine.begin() as conn:
-        conn.execute(sa.text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
-    engine.dispose()
+        dirty = {row[0] for row in conn.execute(sa.text(probe))}
+        used = conn.execute(sa.text("SELECT sequencename FROM pg_sequences WHERE last_value IS NOT NULL"))
+        dirty |= {name for (sequence,) in used for name in tables if sequence.startswith(f"{name}_")}
+        if dirty:
+            names = ", ".join(f'"{name}"' for name in sorted(dirty))
+            conn.execute(sa.text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

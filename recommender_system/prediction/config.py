@@ -224,7 +224,9 @@ class PipelineConfig(_Wire):
         data = dict(data)
         data.pop("categoryListRetrievalCascade", None)
         data.pop("category_list_retrieval_cascade", None)
-        raw = data.get("models_disabled", data.get("modelsDisabled"))
+        # The dashboard sends its page state: the loaded ``models_disabled`` next to the edited ``modelsDisabled``.
+        # The edited switches win; a body with only one of them uses that one.
+        raw = data.get("modelsDisabled", data.get("models_disabled"))
         models = data.get("models")
         listed: list[str] = []
         if isinstance(models, list):

@@ -1,6 +1,11 @@
 from __future__ import annotations
 
 
+def shutdown(app) -> None:
+    for hook in app.shutdown_hooks:
+        hook()
+
+
 def test_liveness_answers_200_with_empty_body(client) -> None:
     response = client.get("/")
     assert response.status_code == 200
@@ -18,7 +23,11 @@ def test_not_ready_before_migrations(tmp_path, monkeypatch) -> None:
     from recommender_system.container import Container
 
     monkeypatch.setenv("RS_DATABASE_URL", f"sqlite:///{tmp_path / 'empty.db'}")
-    response = create_app(Container()).test_client().get("/ready")
+    app = create_app(Container())
+    try:
+        response = app.test_client().get("/ready")
+    finally:
+        shutdown(app)
     assert response.status_code == 503
     assert response.get_json()["migrated"] is False
 
@@ -35,7 +44,15 @@ def test_api_token_protects_every_route_but_liveness(tmp_path, monkeypatch, data
 
     monkeypatch.setenv("RS_DATABASE_URL", database_url)
     monkeypatch.setenv("RS_API_TOKEN", "s3cret")
-    client = create_app(Container()).test_client()
+    app = create_app(Container())
+    client = app.test_client()
+    try:
+        assert_token_required(client)
+    finally:
+        shutdown(app)
+
+
+def assert_token_required(client) -> None:
     assert client.get("/").status_code == 200
     denied = client.get("/ready")
     assert denied.status_code == 401
