@@ -54,15 +54,8 @@ class Database:
     @contextmanager
     def session(self) -> Iterator[Session]:
         """A session that commits on success, rolls back on error and always closes."""
-        session = self._sessions()
-        try:
+        with _unit_of_work(self._sessions()) as session:
             yield session
-            session.commit()
-        except BaseException:
-            session.rollback()
-            raise
-        finally:
-            session.close()
 
     @contextmanager
     def write_session(self) -> Iterator[Session]:
@@ -74,17 +67,24 @@ class Database:
             return
         connection = self.engine.connect()
         connection.info["immediate"] = True
-        session = Session(bind=connection, expire_on_commit=False)
         try:
-            yield session
-            session.commit()
-        except BaseException:
-            session.rollback()
-            raise
+            with _unit_of_work(Session(bind=connection, expire_on_commit=False)) as session:
+                yield session
         finally:
-            session.close()
             connection.info.pop("immediate", None)
             connection.close()
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+@contextmanager
+def _unit_of_work(session: Session) -> Iterator[Session]:
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
