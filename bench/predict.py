@@ -61,8 +61,9 @@ def run(command: list[str], env: dict[str, str]) -> None:
     subprocess.run(command, env=env, cwd=ROOT, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
-def prepare_database(backend: str, workdir: Path, postgres: str) -> str:
-    """A fresh, migrated database with the ecoseller demo loaded; returns its URL."""
+def prepare_database(backend: str, workdir: Path, postgres: str, train: bool) -> str:
+    """A fresh, migrated database with the ecoseller demo loaded (and, with ``train``, the learned models trained
+    by ``python -m trainer --once`` into ``workdir/artefacts``); returns its URL."""
     if backend == "sqlite":
         url = f"sqlite:///{workdir / 'bench.db'}"
     else:
@@ -72,11 +73,20 @@ def prepare_database(backend: str, workdir: Path, postgres: str) -> str:
             conn.execute(sa.text('CREATE DATABASE "bench_predict"'))
         admin.dispose()
         url = f"{postgres}/bench_predict"
-    env = {**os.environ, "RS_DATABASE_URL": url, "RS_LOG_LEVEL": "WARNING"}
+    env = {
+        **os.environ,
+        "RS_DATABASE_URL": url,
+        "RS_LOG_LEVEL": "WARNING",
+        "RS_ARTEFACT_DIR": str(workdir / "artefacts"),
+    }
     started = time.perf_counter()
     run([PYTHON, "-m", "recommender_system", "migrate"], env)
     run([PYTHON, "-m", "recommender_system", "load-demo", "--quiet"], env)
     print(f"  {backend}: migrated and demo loaded in {time.perf_counter() - started:.1f} s", flush=True)
+    if train:
+        started = time.perf_counter()
+        run([PYTHON, "-m", "trainer", "--once"], env)
+        print(f"  {backend}: learned models trained in {time.perf_counter() - started:.1f} s", flush=True)
     return url
 
 
@@ -132,10 +142,11 @@ def lua_script(workdir: Path, page: str, bodies: list[str]) -> Path:
 class Server:
     """``python -m recommender_system serve`` in its own process group."""
 
-    def __init__(self, url: str, port: int, workers: int, threads: int) -> None:
+    def __init__(self, url: str, port: int, workers: int, threads: int, artefacts: Path) -> None:
         env = {
             **os.environ,
             "RS_DATABASE_URL": url,
+            "RS_ARTEFACT_DIR": str(artefacts),
             "RS_SERVER_HOST": "127.0.0.1",
             "RS_SERVER_PORT": str(port),
             "RS_LOG_LEVEL": "WARNING",
@@ -204,10 +215,10 @@ def logged_predictions(url: str) -> int:
 
 
 def bench_backend(backend: str, args: argparse.Namespace, workdir: Path) -> list[dict[str, object]]:
-    url = prepare_database(backend, workdir, args.postgres)
+    url = prepare_database(backend, workdir, args.postgres, args.train)
     bodies = request_bodies(url, args.bodies)
     scripts = {page: lua_script(workdir, page, bodies[page]) for page in args.pages}
-    server = Server(url, args.port, args.workers, args.threads)
+    server = Server(url, args.port, args.workers, args.threads, workdir / "artefacts")
     rows: list[dict[str, object]] = []
     answered = 0
     try:
@@ -257,6 +268,9 @@ def main() -> int:
     parser.add_argument("--port", type=int, default=18086)
     parser.add_argument("--bodies", type=int, default=2000, help="distinct request bodies per page")
     parser.add_argument("--postgres", default="postgresql+psycopg2://postgres@127.0.0.1:5432")
+    parser.add_argument(
+        "--no-train", dest="train", action="store_false", help="serve without learned models (non-learned cascade only)"
+    )
     parser.add_argument("--json", type=Path, default=None, help="also write the rows to this file")
     args = parser.parse_args()
     args.pages = [p.strip().upper() for p in args.pages.split(",") if p.strip()]

@@ -7,7 +7,22 @@ query stays cheap for a shopper with a long past; every branch is served by a (s
 
 from __future__ import annotations
 
-from sqlalchemy import Float, ScalarSelect, String, cast, literal, or_, select, union_all
+from sqlalchemy import (
+    DateTime,
+    Float,
+    Integer,
+    ScalarSelect,
+    String,
+    TextualSelect,
+    bindparam,
+    cast,
+    column,
+    literal_column,
+    or_,
+    select,
+    text,
+    union_all,
+)
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -25,6 +40,10 @@ DEFAULT_LIMIT = 200
 
 
 class HistoryStore:
+    def __init__(self) -> None:
+        # the statement has four shapes (session and/or user known); each is built and compiled once per dialect
+        self._statements: dict[tuple[str, bool, bool], TextualSelect] = {}
+
     def load(
         self, session: Session, session_id: str | None, user_id: str | None = None, limit: int = DEFAULT_LIMIT
     ) -> SessionHistory:
@@ -32,19 +51,40 @@ class HistoryStore:
         each kind). An anonymous request without a user has no history and costs no query."""
         if not session_id and not user_id:
             return EMPTY_HISTORY
-        user = self._effective_user(session_id, user_id)
+        key = (session.get_bind().dialect.name, bool(session_id), bool(user_id))
+        statement = self._statements.get(key)
+        if statement is None:
+            statement = self._statements.setdefault(key, self._statement(bool(session_id), bool(user_id)))
+        params: dict[str, object] = {"limit": limit}
+        if session_id:
+            params["session_id"] = session_id
+        if user_id:
+            params["user_id"] = user_id
+        rows = session.execute(statement, params).all()
+        return self._history(rows, session_id)
+
+    @staticmethod
+    def _statement(has_session: bool, has_user: bool) -> TextualSelect:
+        """The union of the four bounded branches as portable SQL text with the bind parameters ``session_id``,
+        ``user_id`` and ``limit`` (built once: constructing the expression per request cost milliseconds)."""
+        limit = bindparam("limit", type_=Integer)
+        user: ColumnElement[str | None] | ScalarSelect
+        if has_user:
+            user = bindparam("user_id", type_=String)
+        else:
+            user = select(ShopSession.user_id).where(ShopSession.id == bindparam("session_id")).scalar_subquery()
         user_sessions = select(ShopSession.id).where(ShopSession.user_id == user)
 
         def belongs(column: ColumnElement[str | None]) -> ColumnElement[bool]:
             conditions = [column.in_(user_sessions)]
-            if session_id:
-                conditions.insert(0, column == session_id)
+            if has_session:
+                conditions.insert(0, column == bindparam("session_id", type_=String))
             return or_(*conditions)
 
         def branch(kind: str, table, sku, value, where, created, sequence):  # type: ignore[no-untyped-def]
             inner = (
                 select(
-                    literal(kind, String).label("kind"),
+                    literal_column(f"'{kind}'", String).label("kind"),
                     table.session_id.label("session_id"),
                     sku.label("sku"),
                     cast(value, Float).label("value"),
@@ -58,11 +98,12 @@ class HistoryStore:
             )
             return select(*inner.c)
 
+        one = literal_column("1.0")
         views = branch(
             "view",
             ProductDetailEnter,
             ProductDetailEnter.product_variant_sku,
-            literal(1.0),
+            one,
             belongs(ProductDetailEnter.session_id),
             ProductDetailEnter.created_at,
             ProductDetailEnter.id,
@@ -71,7 +112,7 @@ class HistoryStore:
             "cart",
             ProductAddToCart,
             ProductAddToCart.product_variant_sku,
-            literal(1.0),
+            one,
             belongs(ProductAddToCart.session_id),
             ProductAddToCart.created_at,
             ProductAddToCart.id,
@@ -96,14 +137,15 @@ class HistoryStore:
             Review.created_at,
             Review.id,
         )
-        rows = session.execute(union_all(views, carts, orders, reviews)).all()
-        return self._history(rows, session_id)
-
-    @staticmethod
-    def _effective_user(session_id: str | None, user_id: str | None) -> ColumnElement[str | None] | ScalarSelect:
-        if user_id:
-            return literal(user_id, String)
-        return select(ShopSession.user_id).where(ShopSession.id == session_id).scalar_subquery()
+        compiled = union_all(views, carts, orders, reviews).compile(compile_kwargs={"render_postcompile": False})
+        return text(str(compiled)).columns(
+            column("kind", String),
+            column("session_id", String),
+            column("sku", String),
+            column("value", Float),
+            column("created_at", DateTime),
+            column("sequence", Integer),
+        )
 
     @staticmethod
     def _history(rows: list, session_id: str | None) -> SessionHistory:  # type: ignore[type-arg]
