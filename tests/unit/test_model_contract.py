@@ -5,7 +5,7 @@ Learned models are first fitted on a small known ``TrainingData`` (8 items, 16 s
 candidate, the same under any permutation of them), unknown items score NaN (learned models) or are known (models
 that read only the catalogue), unknown context SKUs never raise, answers are deterministic under a seed, trainable
 models survive a save/load round trip, and ``retrieve`` returns valid unique catalogue indices for every page the
-registry declares. A model whose module does not exist yet is skipped ("not implemented yet").
+registry declares.
 """
 
 from __future__ import annotations
@@ -122,18 +122,8 @@ def unknown_context(page: Page) -> RecommendationContext:
 
 
 def resolve(name: str) -> type[PredictionModel]:
-    """The model class, or skip when its module does not exist yet."""
-    module_name, _ = _CLASSES[name]
-    try:
-        return model_class(name)
-    except ModuleNotFoundError as error:
-        if error.name and module_name.startswith(error.name):
-            pytest.skip(f"{name}: not implemented yet")
-        raise
-    except AttributeError:
-        if importlib.util.find_spec(module_name) is not None:
-            pytest.skip(f"{name}: not implemented yet")
-        raise
+    """The model class: every registered name must have one (a missing module fails the suite)."""
+    return model_class(name)
 
 
 _FITTED: dict[str, PredictionModel] = {}

@@ -207,6 +207,25 @@ def context_items(
     """
     if anchor_weight is None:
         anchor_weight = max(weights.view, weights.cart, weights.order)
+    # One request asks several models (readiness, retrieval, scoring) for the same vector: remember the answers
+    # for the context being served by this thread (identity of the context object, not its value).
+    memo = getattr(_request_memo, "value", None)
+    if memo is None or memo[0] is not ctx:
+        memo = (ctx, {})
+        _request_memo.value = memo
+    key = (id(item_index), id(weights), anchor_weight)
+    found = memo[1].get(key)
+    if found is None:
+        found = memo[1][key] = _context_items(ctx, item_index, weights, anchor_weight)
+    return found
+
+
+_request_memo = threading.local()
+
+
+def _context_items(
+    ctx: RecommendationContext, item_index: Mapping[str, int], weights: EventWeights, anchor_weight: float
+) -> tuple[np.ndarray, np.ndarray]:
     history = ctx.history
     collected: dict[int, float] = {}
     get = item_index.get
