@@ -30,10 +30,9 @@ from recommender_system.prediction.models.interactions import (
     event_weights_from,
     holdout_enabled,
     holdout_metrics,
-    pairs_matrix,
+    holdout_split,
     retrieve_top,
     scores_for_candidates,
-    time_split,
 )
 
 logger = logging.getLogger(__name__)
@@ -160,13 +159,10 @@ class AlsModel(PredictionModel):
 
     @staticmethod
     def _validate(data: TrainingData, weights: EventWeights, config: AlsConfig) -> dict[str, float]:
-        split = time_split(data.events)
-        if split is None:
+        holdout = holdout_split(data.events, weights)
+        if holdout is None:
             return {}
-        part = build_interactions(split.train, weights)
-        test = pairs_matrix(part, split.test_pairs)
-        if test.nnz == 0:
-            return {}
+        part, test = holdout
         user_factors, item_factors = factorise(part.matrix, config, data.seed)
         return holdout_metrics(lambda rows: user_factors[rows] @ item_factors.T, part.matrix, test)
 

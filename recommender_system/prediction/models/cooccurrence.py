@@ -30,10 +30,9 @@ from recommender_system.prediction.models.interactions import (
     event_weights_from,
     holdout_enabled,
     holdout_metrics,
-    pairs_matrix,
+    holdout_split,
     retrieve_top,
     scores_for_candidates,
-    time_split,
 )
 
 logger = logging.getLogger(__name__)
@@ -150,13 +149,10 @@ class CooccurrenceModel(PredictionModel):
 
     @staticmethod
     def _validate(data: TrainingData, weights: EventWeights, config: CooccurrenceConfig) -> dict[str, float]:
-        split = time_split(data.events)
-        if split is None:
+        holdout = holdout_split(data.events, weights)
+        if holdout is None:
             return {}
-        part = build_interactions(split.train, weights)
-        test = pairs_matrix(part, split.test_pairs)
-        if test.nnz == 0:
-            return {}
+        part, test = holdout
         contributions = item_similarity(part.matrix, config.neighbours, config.shrink).T.tocsr()
         return holdout_metrics(lambda rows: (part.matrix[rows] @ contributions).toarray(), part.matrix, test)
 

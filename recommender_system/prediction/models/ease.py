@@ -38,10 +38,9 @@ from recommender_system.prediction.models.interactions import (
     event_weights_from,
     holdout_enabled,
     holdout_metrics,
-    pairs_matrix,
+    holdout_split,
     retrieve_top,
     scores_for_candidates,
-    time_split,
 )
 
 logger = logging.getLogger(__name__)
@@ -251,13 +250,10 @@ class EaseModel(PredictionModel):
         data: TrainingData, event_weights: EventWeights, max_items: int, options: list[float]
     ) -> dict[float, dict[str, float]]:
         """Holdout metrics of every lambda option (empty when the data cannot be split)."""
-        split = time_split(data.events)
-        if split is None:
+        holdout = holdout_split(data.events, event_weights, max_items=max_items)
+        if holdout is None:
             return {}
-        part = build_interactions(split.train, event_weights, max_items=max_items)
-        test = pairs_matrix(part, split.test_pairs)
-        if part.n_items == 0 or test.nnz == 0:
-            return {}
+        part, test = holdout
         gram = gram_matrix(part.matrix)
         results: dict[float, dict[str, float]] = {}
         for position, l2 in enumerate(options):

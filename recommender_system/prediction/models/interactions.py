@@ -193,6 +193,21 @@ def pairs_matrix(fitted: InteractionMatrix, pairs: pd.DataFrame) -> sp.csr_matri
     return matrix
 
 
+def holdout_split(
+    events: pd.DataFrame, weights: EventWeights, max_items: int | None = None
+) -> tuple[InteractionMatrix, sp.csr_matrix] | None:
+    """The time-split holdout every user-item model validates on: the train part's matrix and the test pairs as
+    a matrix over it; None when there is nothing to hold out."""
+    split = time_split(events)
+    if split is None:
+        return None
+    part = build_interactions(split.train, weights, max_items=max_items)
+    test = pairs_matrix(part, split.test_pairs)
+    if part.n_items == 0 or test.nnz == 0:
+        return None
+    return part, test
+
+
 # --- serving --------------------------------------------------------------------------------------------------
 def context_items(
     ctx: RecommendationContext,
