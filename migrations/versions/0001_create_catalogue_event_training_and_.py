@@ -313,6 +313,7 @@ def upgrade() -> None:
     with op.batch_alter_table('shop_order', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_shop_order_created_at'), ['created_at'], unique=False)
         batch_op.create_index(batch_op.f('ix_shop_order_session_id'), ['session_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_shop_order_user_id'), ['user_id'], unique=False)
 
     op.create_table('shop_session',
     sa.Column('id', sa.String(length=100), nullable=False),
@@ -431,6 +432,7 @@ def downgrade() -> None:
 
     op.drop_table('shop_session')
     with op.batch_alter_table('shop_order', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_shop_order_user_id'))
         batch_op.drop_index(batch_op.f('ix_shop_order_session_id'))
         batch_op.drop_index(batch_op.f('ix_shop_order_created_at'))
 

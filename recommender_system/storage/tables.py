@@ -168,7 +168,7 @@ class ShopOrder(Base):
     __tablename__ = "shop_order"
     token: Mapped[str] = mapped_column(String(36), primary_key=True)
     session_id: Mapped[str | None] = mapped_column(SessionKey, index=True)
-    user_id: Mapped[str | None] = mapped_column(UserKey)
+    user_id: Mapped[str | None] = mapped_column(UserKey, index=True)
     deleted: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)
     updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
