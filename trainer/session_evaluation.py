@@ -210,6 +210,8 @@ def evaluate_gru4rec(split: SessionSplit, hyperparameters: dict[str, Any], seed:
             "load_average_before_after": [round(load_before, 2), round(os.getloadavg()[0], 2)],
             "train_seconds": round(report.metrics.get("train_seconds", 0.0), 2),
             "train_events_per_second": round(report.metrics.get("events_per_second", 0.0)),
+            "best_epoch_events_per_second": round(report.metrics.get("best_epoch_events_per_second", 0.0)),
+            "train_events_per_cpu_second": round(report.metrics.get("events_per_cpu_second", 0.0)),
             "train_loss": report.metrics.get("train_loss"),
             "threads": int(report.metrics.get("threads", 0)),
             "evaluation_seconds": round(evaluation_seconds, 2),
@@ -256,10 +258,12 @@ def format_result(result: dict[str, Any]) -> str:
             f"{name:17s} Recall@{CUTOFF} {figures[f'recall@{CUTOFF}']:.4f}  MRR@{CUTOFF} {figures[f'mrr@{CUTOFF}']:.4f}"
         )
         if name == "gru4rec":
+            f = figures
             line += (
-                f"\n{'':17s} fit {figures['fit_seconds']:.1f} s ({figures['fit_cpu_seconds']:.1f} s CPU), training"
-                f" {figures['train_events_per_second']} events/s, evaluation {figures['evaluation_seconds']:.1f} s,"
-                f" {figures['threads']} thread(s), load average {figures['load_average_before_after']}"
+                f"\n{'':17s} fit {f['fit_seconds']:.1f} s ({f['fit_cpu_seconds']:.1f} s CPU), training"
+                f" {f['train_events_per_second']} events/s (fastest epoch {f['best_epoch_events_per_second']},"
+                f" {f['train_events_per_cpu_second']} per CPU second), evaluation {f['evaluation_seconds']:.1f} s,"
+                f" {f['threads']} thread(s), load average {f['load_average_before_after']}"
             )
         lines.append(line)
     lines.append(f"peak memory {result['peak_memory_mb']:.0f} MB")

@@ -27,6 +27,7 @@ from recommender_system.prediction.models.gru4rec.training import (
     bpr_max,
     parameter_grid,
     sampled_cross_entropy,
+    train_network,
 )
 from trainer import session_evaluation as protocol
 
@@ -204,7 +205,8 @@ def test_adagrad_momentum_updates_only_the_used_rows() -> None:
     for _ in range(2):
         rows = network.gather_rows("item_weight", items)
         (rows * torch.tensor([[1.0, 2.0], [3.0, -1.0]])).sum().backward()
-        optimizer.step_rows("item_weight", items, rows)
+        assert rows.grad is not None
+        optimizer.step_rows("item_weight", items, rows.grad)
     after = network.item_weight.detach()
     untouched = [0, 2, 3, 5]
     assert torch.equal(after[untouched], before[untouched])
@@ -444,3 +446,27 @@ def test_fewer_sessions_than_the_batch_size_still_train_and_rank() -> None:
     test = pd.DataFrame({"SessionId": [0, 0, 1], "ItemId": ["a", "b", "x"], "Time": [0, 1, 2]})
     ranks = model.rank_next_items(test)
     assert len(ranks) == 1 and 1 <= ranks[0] <= 4
+
+
+def test_training_loop_starts_every_session_from_a_zero_hidden_state() -> None:
+    class Recording(Gru4recNetwork):
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+            self.hidden_seen: list[torch.Tensor] = []
+
+        def step_embedded(self, embedded: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
+            self.hidden_seen.append(hidden.detach().clone())
+            return super().step_embedded(embedded, hidden)
+
+    sessions = [[0, 1, 2], [3, 4], [5, 6, 7, 8], [1, 3], [2, 4, 6], [8, 7]]
+    arrays = arrays_of(sessions, starts=[3, 0, 1, 5, 2, 4])
+    network = Recording(9, hidden_size=4, seed=0)
+    params = Gru4recParams(num_epochs=1, batch_size=3, hidden_size=4, n_sample=4, dropout_p_hidden=0.0)
+    train_network(network, arrays, np.ones(9), params, seed=0)
+    steps = list(session_parallel_steps(arrays, batch_size=3))
+    assert len(network.hidden_seen) == len(steps)
+    for step, hidden in zip(steps, network.hidden_seen, strict=True):
+        starting = step.positions == 0
+        assert hidden.shape[0] == len(step.inputs)
+        assert torch.all(hidden[torch.from_numpy(starting)] == 0)
+        assert torch.all(hidden[torch.from_numpy(~starting)].abs().sum(dim=1) > 0)

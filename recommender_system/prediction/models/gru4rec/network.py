@@ -35,7 +35,7 @@ def dropout(values: torch.Tensor, p: float, training: bool) -> torch.Tensor:
     """Inverted dropout (a uniform draw per entry is several times faster than ``bernoulli_`` on CPUs)."""
     if not training or p <= 0:
         return values
-    keep = (torch.rand_like(values) >= p).to(values.dtype).mul_(1.0 / (1.0 - p))
+    keep = torch.rand_like(values).ge_(p).mul_(1.0 / (1.0 - p))
     return values * keep
 
 
@@ -143,10 +143,9 @@ class Gru4recNetwork(nn.Module):
                 self.bias_ih, dropout(embedded, self.dropout_p_embed, self.training), self.weight_ih
             )
         hidden_gates = torch.addmm(self.bias_hh, hidden, self.weight_hh)
-        reset = torch.sigmoid(input_gates[:, :h] + hidden_gates[:, :h])
-        update = torch.sigmoid(input_gates[:, h : 2 * h] + hidden_gates[:, h : 2 * h])
-        candidate = torch.tanh(input_gates[:, 2 * h :] + reset * hidden_gates[:, 2 * h :])
-        return dropout(candidate + update * (hidden - candidate), self.dropout_p_hidden, self.training)
+        reset, update = torch.sigmoid(input_gates[:, : 2 * h] + hidden_gates[:, : 2 * h]).chunk(2, dim=1)
+        candidate = torch.tanh(torch.addcmul(input_gates[:, 2 * h :], reset, hidden_gates[:, 2 * h :]))
+        return dropout(torch.lerp(candidate, hidden, update), self.dropout_p_hidden, self.training)
 
     def step(self, items: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
         """One GRU step for a batch of input items (int64, B) and hidden states (B x H)."""
