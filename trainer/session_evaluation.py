@@ -213,7 +213,7 @@ def evaluate_gru4rec(split: SessionSplit, hyperparameters: dict[str, Any], seed:
             "best_epoch_events_per_second": round(report.metrics.get("best_epoch_events_per_second", 0.0)),
             "train_events_per_cpu_second": round(report.metrics.get("events_per_cpu_second", 0.0)),
             "train_loss": report.metrics.get("train_loss"),
-            "threads": int(report.metrics.get("threads", 0)),
+            "mean_threads": round(report.metrics.get("threads", 0.0), 2),
             "evaluation_seconds": round(evaluation_seconds, 2),
             "hyperparameters": report.hyperparameters,
         }
@@ -263,7 +263,7 @@ def format_result(result: dict[str, Any]) -> str:
                 f"\n{'':17s} fit {f['fit_seconds']:.1f} s ({f['fit_cpu_seconds']:.1f} s CPU), training"
                 f" {f['train_events_per_second']} events/s (fastest epoch {f['best_epoch_events_per_second']},"
                 f" {f['train_events_per_cpu_second']} per CPU second), evaluation {f['evaluation_seconds']:.1f} s,"
-                f" {f['threads']} thread(s), load average {f['load_average_before_after']}"
+                f" {f['mean_threads']} threads on average, load average {f['load_average_before_after']}"
             )
         lines.append(line)
     lines.append(f"peak memory {result['peak_memory_mb']:.0f} MB")

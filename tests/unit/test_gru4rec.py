@@ -24,6 +24,7 @@ from recommender_system.prediction.models.gru4rec.network import Gru4recNetwork
 from recommender_system.prediction.models.gru4rec.training import (
     AdagradMomentum,
     Gru4recParams,
+    ThreadSchedule,
     bpr_max,
     parameter_grid,
     sampled_cross_entropy,
@@ -268,6 +269,11 @@ def test_fit_report_and_input_modes() -> None:
         assert report.hyperparameters["constrained_embedding"] is False
         assert model.network is not None and model.network.constrained_embedding is False
         assert math.isfinite(report.metrics["train_loss"]) and report.metrics["events_per_second"] > 0
+        # the NumPy serving path computes what the network computes
+        items = np.array([3, 0, 7, 7, 2])
+        expected = model.network.session_state(torch.from_numpy(items))
+        assert model._scorer is not None
+        np.testing.assert_allclose(model._scorer.session_state(items), expected.numpy(), rtol=1e-5, atol=1e-6)
     assert model.network.input_embedding is not None and model.network.input_embedding.shape == (13, 8)
 
 
@@ -470,3 +476,29 @@ def test_training_loop_starts_every_session_from_a_zero_hidden_state() -> None:
         assert hidden.shape[0] == len(step.inputs)
         assert torch.all(hidden[torch.from_numpy(starting)] == 0)
         assert torch.all(hidden[torch.from_numpy(~starting)].abs().sum(dim=1) > 0)
+
+
+def test_thread_schedule_keeps_the_faster_count_and_backs_off_when_steps_slow_down() -> None:
+    applied: list[int] = []
+    schedule = ThreadSchedule(2, set_threads=applied.append, probe_steps=3, window=4, slowdown=3.0)
+    schedule.start_epoch()
+    timings = {1: 0.010, 2: 0.006}
+    for _ in range(6):  # the probe: three steps with one thread, three with two
+        schedule.record(timings[schedule.next_step()])
+    assert applied == [1, 2] and schedule.next_step() == 2  # two threads were faster
+    for _ in range(4):
+        schedule.record(0.007)
+    assert schedule.next_step() == 2  # a little slower than the probe: kept
+    for _ in range(4):
+        schedule.record(0.050)  # another process took a core: spinning threads
+    assert schedule.next_step() == 1 and applied == [1, 2, 1]
+    for _ in range(10):
+        schedule.record(0.011)
+    assert schedule.next_step() == 1
+    schedule.start_epoch()  # probed again at the next epoch
+    timings = {1: 0.010, 2: 0.040}
+    for _ in range(6):
+        schedule.record(timings[schedule.next_step()])
+    assert schedule.next_step() == 1
+    assert schedule.steps_by_threads[2] == 3 + 4 + 4 + 3
+    assert ThreadSchedule(1, set_threads=applied.append).maximum == 1

@@ -31,15 +31,16 @@ logq                   0.0       cross-entropy: weight of the log-Q sampling cor
 dropout_p_embed        0.5       dropout on the input embedding
 dropout_p_hidden       0.05      dropout on the hidden state
 event_types            [view]    events that form the sessions (e.g. ``["view", "cart"]``)
-num_threads            1         torch threads while fitting and ranking, restored afterwards (see below)
+num_threads            0         torch threads while fitting, restored afterwards; 0: 1 or 2, timed (see below)
 validation_share       0.1       grid search: share of the latest sessions held out
 max_grid_points        8         grid search: at most this many combinations are tried
 max_session_length     50        serving: only the latest this many session items are read
 =====================  ========  ====================================================================
 
-The defaults are the authors' best RetailRocket setting (an e-commerce view data set). One thread: on a 2-core
-machine two threads train about 1.4 times faster while the machine is idle, but many times slower as soon as
-another process competes for the cores (OpenMP threads spin while waiting for each other).
+The defaults are the authors' best RetailRocket setting (an e-commerce view data set). Threads: on a 2-core
+machine two threads train faster while the machine is idle, but many times slower as soon as another process
+competes for the cores (OpenMP threads spin while waiting for each other); with ``num_threads`` 0 each epoch
+times both and keeps the faster (``training.ThreadSchedule``). Set it to 1 or 2 for bit-for-bit reproducible fits.
 """
 
 from __future__ import annotations
@@ -211,12 +212,12 @@ class Gru4recModel(PredictionModel):
         return grid[best[1]], results
 
     def _train(self, sessions: _Sessions, params: Gru4recParams, seed: int) -> None:
-        with _torch_threads(params.num_threads), torch.random.fork_rng(devices=[]):
+        with _torch_threads(params.num_threads or 1), torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             network = Gru4recNetwork(len(sessions.items), seed=seed, **params.network_kwargs)
             stats = train_network(network, sessions.arrays, sessions.popularity, params, seed)
         self._install(network, sessions.items, params)
-        self.training_stats = {**stats, "threads": float(params.num_threads)}
+        self.training_stats = stats
 
     def _install(self, network: Gru4recNetwork, items: np.ndarray, params: Gru4recParams) -> None:
         network.eval()
@@ -289,7 +290,7 @@ class Gru4recModel(PredictionModel):
         mini-batches as in training, so evaluating tens of thousands of queries takes seconds.
         """
         network = self._require_network()
-        with _torch_threads(self.params.num_threads):
+        with _torch_threads(self.params.num_threads or 1):
             return self._rank_next_items(network, frame, session, item, time, batch_size)
 
     def _rank_next_items(

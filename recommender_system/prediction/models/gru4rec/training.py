@@ -15,9 +15,11 @@ from __future__ import annotations
 import itertools
 import logging
 import math
+import os
 import re
 import time
-from collections.abc import Mapping
+from collections import Counter
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -57,7 +59,7 @@ class Gru4recParams:
     dropout_p_embed: float = 0.5
     dropout_p_hidden: float = 0.05
     event_types: tuple[str, ...] = ("view",)
-    num_threads: int = 1
+    num_threads: int = 0
     validation_share: float = 0.1
     max_grid_points: int = 8
     max_session_length: int = 50
@@ -65,9 +67,11 @@ class Gru4recParams:
     def __post_init__(self) -> None:
         if self.loss not in LOSSES:
             raise ValueError(f"loss must be one of {LOSSES}, not {self.loss!r}")
-        for name in ("num_epochs", "batch_size", "hidden_size", "num_threads", "max_grid_points"):
+        for name in ("num_epochs", "batch_size", "hidden_size", "max_grid_points"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")
+        if self.num_threads < 0:
+            raise ValueError("num_threads must be >= 0 (0: chosen while training)")
         if self.n_sample < 0 or self.embedding_size < 0 or self.max_session_length < 1:
             raise ValueError("n_sample and embedding_size must be >= 0, max_session_length >= 1")
         if self.learning_rate <= 0 or not 0 <= self.momentum < 1:
@@ -330,6 +334,83 @@ def _step_loss(
     return loss.detach(), new_hidden.detach()
 
 
+class ThreadSchedule:
+    """Torch threads for the training steps when ``num_threads`` is 0.
+
+    Two threads train faster than one on an idle 2-core machine, but OpenMP threads spin while they wait for each
+    other: as soon as another process takes a core, two threads run many times slower than one. So at the start of
+    every epoch a few steps are timed with each thread count and the faster is kept; while two threads run, a step
+    time far above the probe's sends the rest of the epoch back to one thread. (Results then depend on the thread
+    counts used, by float rounding only; a fixed ``num_threads`` gives bit-for-bit reproducible fits.)
+    """
+
+    def __init__(
+        self,
+        maximum: int,
+        set_threads: Callable[[int], None] = torch.set_num_threads,
+        probe_steps: int = 12,
+        window: int = 200,
+        slowdown: float = 3.0,
+    ) -> None:
+        self.maximum = max(1, maximum)
+        self.set_threads = set_threads
+        self.probe_steps = probe_steps
+        self.window = window
+        self.slowdown = slowdown
+        self.steps_by_threads: Counter[int] = Counter()
+        self.threads = 0
+        self._plan: list[int] = []
+        self._probe: dict[int, list[float]] = {}
+        self._reference = math.inf
+        self._recent: list[float] = []
+
+    def start_epoch(self) -> None:
+        counts = [1, self.maximum] if self.maximum > 1 else [1]
+        self._plan = [threads for threads in counts for _ in range(self.probe_steps)]
+        self._probe = {threads: [] for threads in counts}
+        self._recent = []
+
+    def next_step(self) -> int:
+        """The thread count for the coming step (applied)."""
+        wanted = self._plan[0] if self._plan else self.threads
+        if wanted != self.threads:
+            self.set_threads(wanted)
+            self.threads = wanted
+        return wanted
+
+    def record(self, seconds: float) -> None:
+        """The wall time of the step just run."""
+        self.steps_by_threads[self.threads] += 1
+        if self._plan:
+            self._plan.pop(0)
+            self._probe[self.threads].append(seconds)
+            if not self._plan:
+                # the first step after a switch warms the new thread count up: leave it out
+                medians = {threads: float(np.median(times[1:] or times)) for threads, times in self._probe.items()}
+                fastest = min(medians, key=lambda threads: medians[threads])
+                self._reference = medians[fastest]
+                self._use(fastest)
+            return
+        if self.threads > 1:
+            self._recent.append(seconds)
+            if len(self._recent) >= self.window:
+                if float(np.median(self._recent)) > self.slowdown * self._reference:
+                    logger.info("gru4rec: steps slowed down with %d threads, going on with one", self.threads)
+                    self._use(1)
+                self._recent = []
+
+    def _use(self, threads: int) -> None:
+        self._plan = []
+        if threads != self.threads:
+            self.set_threads(threads)
+            self.threads = threads
+
+    @property
+    def mean_threads(self) -> float:
+        steps = sum(self.steps_by_threads.values())
+        return sum(t * n for t, n in self.steps_by_threads.items()) / steps if steps else 0.0
+
+
 def train_network(
     network: Gru4recNetwork, arrays: SessionArrays, popularity: np.ndarray, params: Gru4recParams, seed: int
 ) -> dict[str, float]:
@@ -346,6 +427,7 @@ def train_network(
         rng = np.random.default_rng(seed)
         sampler = NegativeSampler(popularity, params.sample_alpha, params.n_sample, rng)
     log_popularity = torch.from_numpy(np.log(np.maximum(popularity, 1.0))).float()
+    schedule = ThreadSchedule(min(2, os.cpu_count() or 1)) if params.num_threads == 0 else None
     started, cpu_started = time.perf_counter(), time.process_time()
     events = 0
     best_rate = 0.0
@@ -355,7 +437,12 @@ def train_network(
         hidden = network.init_hidden(arrays.first_batch_size(params.batch_size))
         total = torch.zeros(())
         epoch_events = 0
+        if schedule is not None:
+            schedule.start_epoch()
         for step in session_parallel_steps(arrays, params.batch_size):
+            step_started = time.perf_counter()
+            if schedule is not None:
+                schedule.next_step()
             if step.keep is not None:
                 hidden = hidden.index_select(0, torch.from_numpy(step.keep))
             if step.reset is not None:
@@ -375,6 +462,8 @@ def train_network(
             )
             total += loss * len(step.targets)
             epoch_events += len(step.targets)
+            if schedule is not None:
+                schedule.record(time.perf_counter() - step_started)
         elapsed = time.perf_counter() - epoch_started
         loss_value = float(total) / max(1, epoch_events)
         if not math.isfinite(loss_value):
@@ -398,4 +487,5 @@ def train_network(
         "events_per_second": events / max(seconds, 1e-9),
         "best_epoch_events_per_second": best_rate,
         "events_per_cpu_second": events / max(cpu_seconds, 1e-9),
+        "threads": schedule.mean_threads if schedule is not None else float(params.num_threads),
     }
