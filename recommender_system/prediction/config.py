@@ -107,12 +107,12 @@ class Gru4recConfig(_Wire):
     num_epochs_options: list[int] = Field(
         [10], min_length=1, title="Number of epochs options", description=""
     )
-    batch_size_options: list[int] = Field([64], min_length=1, title="Batch size options", description="")
+    batch_size_options: list[int] = Field([80], min_length=1, title="Batch size options", description="")
     embedding_size_options: list[int] = Field(
-        [0], min_length=1, title="Embedding size options", description="0 means one-hot input."
+        [0], min_length=1, title="Embedding size options", description="0 shares the output item embedding as input."
     )
     hidden_size_options: list[int] = Field(
-        [100], min_length=1, title="Hidden layer size options", description=""
+        [224], min_length=1, title="Hidden layer size options", description=""
     )
     learning_rate_options: list[float] = Field(
         [0.05], min_length=1, title="Learning rate options", description=""
@@ -124,11 +124,11 @@ class Gru4recConfig(_Wire):
         title="Events multiplier",
         description="GRU4Rec is ready for training once there are more views than this times the number of variants.",
     )
-    loss: str = Field("cross-entropy", title="Loss", description="cross-entropy or bpr-max")
+    loss: str = Field("bpr-max", title="Loss", description="cross-entropy or bpr-max")
     n_sample: int = Field(
         2048, ge=0, title="Negative samples", description="Shared popularity-sampled negatives."
     )
-    sample_alpha: float = Field(0.5, ge=0, le=1, title="Sampling exponent", description="")
+    sample_alpha: float = Field(0.4, ge=0, le=1, title="Sampling exponent", description="")
 
     @field_validator(
         "num_epochs_options",
