@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from recommender_system.domain import CatalogSnapshot, Page, RecommendationContext, SessionHistory
+from recommender_system.prediction.config import Gru4recConfig
 from recommender_system.prediction.models.base import ModelNotFittedError, TrainingData
 from recommender_system.prediction.models.gru4rec import Gru4recModel
 from recommender_system.prediction.models.gru4rec.batches import (
@@ -261,12 +262,11 @@ def test_fit_report_and_input_modes() -> None:
     events = events_of(pattern_sessions(copies=3))
     for extra in (
         {"constrained_embedding": False, "embedding_size": 0},
-        {"constrainedEmbedding": "false", "embeddingSize": 8},
+        {"embeddingSize": 8},  # a separate embedding whatever constrained_embedding says
     ):
         model = Gru4recModel()
         report = model.fit(TrainingData(events=events, hyperparameters={**SMALL, **extra}, seed=0))
         assert report.n_items == 13 and report.n_events == len(events)
-        assert report.hyperparameters["constrained_embedding"] is False
         assert model.network is not None and model.network.constrained_embedding is False
         assert math.isfinite(report.metrics["train_loss"]) and report.metrics["events_per_second"] > 0
         # the NumPy serving path computes what the network computes
@@ -302,6 +302,16 @@ def test_parameter_grid_reads_config_options_and_scalars() -> None:
     assert grid[0].n_sample == 100 and grid[0].momentum == Gru4recParams().momentum
     with pytest.raises(ValueError):
         parameter_grid({"loss": "top1"})
+
+
+def test_parameter_grid_reads_the_trainers_config_section() -> None:
+    config = Gru4recConfig(hidden_size_options=[32, 48], loss="bpr-max", sample_alpha=0.3)
+    hyperparameters = {"event_weights": {"view": 1.0}, "gru4rec_config": config.model_dump(), "num_threads": 1}
+    grid = parameter_grid(hyperparameters)
+    assert [p.hidden_size for p in grid] == [32, 48]
+    assert all(p.loss == "bpr-max" and p.sample_alpha == 0.3 and p.num_threads == 1 for p in grid)
+    assert all(p.batch_size == config.batch_size_options[0] for p in grid)
+    assert parameter_grid({"gru4rec_config": config})[0].hidden_size == 32
 
 
 def test_grid_search_reports_validation_recall_and_keeps_a_candidate() -> None:

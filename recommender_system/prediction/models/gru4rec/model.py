@@ -18,8 +18,9 @@ key                    default   meaning
 num_epochs             10        passes over the training sessions
 batch_size             80        sessions in parallel per mini-batch
 hidden_size            224       GRU units
-embedding_size         0         input embedding size when ``constrained_embedding`` is false; 0 = one-hot
-constrained_embedding  true      the input embedding of an item is its output embedding
+embedding_size         0         > 0: a separate input embedding of this size; 0: see ``constrained_embedding``
+constrained_embedding  true      with embedding size 0: the input embedding of an item is its output embedding
+                                 (the authors' best); false: one-hot input
 learning_rate          0.05      Adagrad learning rate
 momentum               0.4       momentum of the Adagrad update
 loss                   bpr-max   ``bpr-max`` or ``cross-entropy``

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from recommender_system.prediction.config import Gru4recConfig
 from recommender_system.prediction.models.gru4rec.batches import (
     NegativeSampler,
     SessionArrays,
@@ -37,6 +38,7 @@ from recommender_system.prediction.models.gru4rec.network import Gru4recNetwork
 logger = logging.getLogger(__name__)
 
 LOSSES = ("bpr-max", "cross-entropy")
+CONFIG_KEY = "gru4rec_config"
 
 
 @dataclass(frozen=True)
@@ -88,7 +90,8 @@ class Gru4recParams:
         return {
             "hidden_size": self.hidden_size,
             "embedding_size": self.embedding_size,
-            "constrained_embedding": self.constrained_embedding,
+            # a separate input embedding is asked for by its size; size 0 is the shared one, or one-hot input
+            "constrained_embedding": self.constrained_embedding and self.embedding_size == 0,
             "dropout_p_embed": self.dropout_p_embed,
             "dropout_p_hidden": self.dropout_p_hidden,
         }
@@ -136,10 +139,19 @@ def parameter_grid(hyperparameters: Mapping[str, Any]) -> list[Gru4recParams]:
     """Every combination of the given hyper-parameters; the first one is made of every first option.
 
     Keys are snake_case or camelCase; ``<key>_options`` lists (``Gru4recConfig``) give candidate values and win
-    over a scalar ``<key>``. Unknown keys (such as ``incremental_trainings``) are ignored.
+    over a scalar ``<key>``. The trainer's layout is accepted too: the ``Gru4recConfig`` section under
+    ``gru4rec_config`` (a dict or the model instance), next to other models' keys such as ``event_weights``; keys at
+    the top level win over the section's. Unknown keys (such as ``incremental_trainings``) are ignored.
     """
+    values = dict(hyperparameters)
+    for section_key in (CONFIG_KEY, "gru4recConfig"):
+        section = values.pop(section_key, None)
+        if isinstance(section, Gru4recConfig):
+            section = section.model_dump()
+        if isinstance(section, Mapping):
+            values = {**dict(section), **values}
     candidates: dict[str, list[Any]] = {}
-    for raw_key, value in hyperparameters.items():
+    for raw_key, value in values.items():
         key = _snake(str(raw_key))
         is_options = key.endswith("_options")
         name = key[: -len("_options")] if is_options else key
