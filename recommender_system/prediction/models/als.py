@@ -24,6 +24,7 @@ from recommender_system.prediction.config import AlsConfig, EventWeights
 from recommender_system.prediction.models.base import FitReport, ModelNotFittedError, PredictionModel, TrainingData
 from recommender_system.prediction.models.interactions import (
     CatalogAlignment,
+    ItemScoreServing,
     build_interactions,
     config_from,
     context_items,
@@ -31,8 +32,6 @@ from recommender_system.prediction.models.interactions import (
     holdout_enabled,
     holdout_metrics,
     holdout_split,
-    retrieve_top,
-    scores_for_candidates,
 )
 
 logger = logging.getLogger(__name__)
@@ -76,7 +75,7 @@ def fold_in(
     return np.linalg.solve(system, factors.T @ confidence).astype(np.float32)
 
 
-class AlsModel(PredictionModel):
+class AlsModel(ItemScoreServing, PredictionModel):
     """ALS matrix factorisation; retrieves for the homepage and scores every page."""
 
     name: ClassVar[str] = "als"
@@ -193,18 +192,6 @@ class AlsModel(PredictionModel):
         if vector is None:
             return None
         return np.asarray(self.item_factors @ vector, dtype=np.float64)
-
-    def retrieve(self, ctx: RecommendationContext, catalog: CatalogSnapshot, size: int) -> np.ndarray:
-        scores = self._item_scores(ctx)
-        if scores is None:
-            return np.array([], dtype=np.int64)
-        return retrieve_top(scores, self._alignment, catalog, size)
-
-    def score(self, ctx: RecommendationContext, catalog: CatalogSnapshot, candidates: np.ndarray) -> np.ndarray:
-        scores = self._item_scores(ctx)
-        if scores is None:
-            return np.full(len(candidates), np.nan, dtype=np.float64)
-        return scores_for_candidates(scores, self._alignment, catalog, candidates)
 
     # --- artefact ---------------------------------------------------------------------------------------
     def save(self, directory: Path) -> None:

@@ -24,6 +24,7 @@ from recommender_system.prediction.config import CooccurrenceConfig, EventWeight
 from recommender_system.prediction.models.base import FitReport, ModelNotFittedError, PredictionModel, TrainingData
 from recommender_system.prediction.models.interactions import (
     CatalogAlignment,
+    ItemScoreServing,
     build_interactions,
     config_from,
     context_items,
@@ -31,8 +32,6 @@ from recommender_system.prediction.models.interactions import (
     holdout_enabled,
     holdout_metrics,
     holdout_split,
-    retrieve_top,
-    scores_for_candidates,
 )
 
 logger = logging.getLogger(__name__)
@@ -80,7 +79,7 @@ def item_similarity(matrix: sp.csr_matrix, neighbours: int, shrink: float) -> sp
     )
 
 
-class CooccurrenceModel(PredictionModel):
+class CooccurrenceModel(ItemScoreServing, PredictionModel):
     """Item-kNN over co-occurrence in shoppers' histories; retrieves for the homepage, product pages and carts."""
 
     name: ClassVar[str] = "cooccurrence"
@@ -170,18 +169,9 @@ class CooccurrenceModel(PredictionModel):
         indices, _ = context_items(ctx, self._item_index, self._event_weights)
         return len(indices) > 0
 
-    def retrieve(self, ctx: RecommendationContext, catalog: CatalogSnapshot, size: int) -> np.ndarray:
-        scores = self._item_scores(ctx)
-        if scores is None:
-            return np.array([], dtype=np.int64)
-        related = np.where(scores > 0, scores, -np.inf)
-        return retrieve_top(related, self._alignment, catalog, size)
-
-    def score(self, ctx: RecommendationContext, catalog: CatalogSnapshot, candidates: np.ndarray) -> np.ndarray:
-        scores = self._item_scores(ctx)
-        if scores is None:
-            return np.full(len(candidates), np.nan, dtype=np.float64)
-        return scores_for_candidates(scores, self._alignment, catalog, candidates)
+    def _retrievable(self, scores: np.ndarray) -> np.ndarray:
+        """Only items related to the shopper's (positive co-occurrence) are retrieved."""
+        return np.where(scores > 0, scores, -np.inf)
 
     # --- artefact ---------------------------------------------------------------------------------------
     def save(self, directory: Path) -> None:

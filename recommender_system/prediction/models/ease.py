@@ -32,6 +32,7 @@ from recommender_system.prediction.models.base import FitReport, ModelNotFittedE
 from recommender_system.prediction.models.interactions import (
     METRIC_K,
     CatalogAlignment,
+    ItemScoreServing,
     build_interactions,
     config_from,
     context_items,
@@ -39,8 +40,6 @@ from recommender_system.prediction.models.interactions import (
     holdout_enabled,
     holdout_metrics,
     holdout_split,
-    retrieve_top,
-    scores_for_candidates,
 )
 
 logger = logging.getLogger(__name__)
@@ -162,7 +161,7 @@ def _symmetrise_from_lower(p: np.ndarray) -> None:
             p[start:stop, stop:] = p[stop:, start:stop].T
 
 
-class EaseModel(PredictionModel):
+class EaseModel(ItemScoreServing, PredictionModel):
     """EASE over the weighted shopper x variant matrix; retrieves for the homepage and scores every page."""
 
     name: ClassVar[str] = "ease"
@@ -278,18 +277,6 @@ class EaseModel(PredictionModel):
             return False
         indices, _ = context_items(ctx, self._item_index, self._event_weights)
         return len(indices) > 0
-
-    def retrieve(self, ctx: RecommendationContext, catalog: CatalogSnapshot, size: int) -> np.ndarray:
-        scores = self._item_scores(ctx)
-        if scores is None:
-            return np.array([], dtype=np.int64)
-        return retrieve_top(scores, self._alignment, catalog, size)
-
-    def score(self, ctx: RecommendationContext, catalog: CatalogSnapshot, candidates: np.ndarray) -> np.ndarray:
-        scores = self._item_scores(ctx)
-        if scores is None:
-            return np.full(len(candidates), np.nan, dtype=np.float64)
-        return scores_for_candidates(scores, self._alignment, catalog, candidates)
 
     # --- artefact ---------------------------------------------------------------------------------------
     def save(self, directory: Path) -> None:

@@ -457,3 +457,30 @@ def holdout_metrics(
 ) -> dict[str, float]:
     """``evaluate_rankings(...).summary()``: the metrics a fit reports in ``FitReport.metrics``."""
     return evaluate_rankings(score_rows, train, test, k=k, batch_size=batch_size).summary()
+
+
+class ItemScoreServing:
+    """``retrieve`` and ``score`` of the user-item models, from one vector of scores over the model's items.
+
+    A model provides ``_item_scores(ctx)`` (None when it knows nothing of the shopper) and ``_alignment``; it may
+    restrict what retrieval returns with ``_retrievable``."""
+
+    _alignment: CatalogAlignment
+
+    def _item_scores(self, ctx: RecommendationContext) -> np.ndarray | None:
+        raise TypeError(f"{type(self).__name__} must define _item_scores")
+
+    def _retrievable(self, scores: np.ndarray) -> np.ndarray:
+        return scores
+
+    def retrieve(self, ctx: RecommendationContext, catalog: CatalogSnapshot, size: int) -> np.ndarray:
+        scores = self._item_scores(ctx)
+        if scores is None:
+            return np.array([], dtype=np.int64)
+        return retrieve_top(self._retrievable(scores), self._alignment, catalog, size)
+
+    def score(self, ctx: RecommendationContext, catalog: CatalogSnapshot, candidates: np.ndarray) -> np.ndarray:
+        scores = self._item_scores(ctx)
+        if scores is None:
+            return np.full(len(candidates), np.nan, dtype=np.float64)
+        return scores_for_candidates(scores, self._alignment, catalog, candidates)
