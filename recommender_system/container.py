@@ -58,7 +58,7 @@ class Container(containers.DeclarativeContainer):
 
     # --- predictions: serving state, category cache, pipeline, prediction log (issue 3) ---
     snapshot_store = providers.Singleton(SnapshotStore)
-    history_store = providers.Singleton(HistoryStore)
+    history_store = providers.Singleton(HistoryStore, database=database)
     prediction_log_store = providers.Singleton(PredictionLogStore)
     model_manager = providers.Singleton(
         ModelManager,
@@ -78,7 +78,6 @@ class Container(containers.DeclarativeContainer):
         model_manager=model_manager,
         cache_manager=cache_manager,
         history_store=history_store,
-        database=database,
         log_writer=prediction_log_writer,
     )
 

@@ -37,10 +37,12 @@ def start_prediction_services(app: Flask, container: Any) -> None:
     without a shutdown, as tests do, must not leave threads polling its database)."""
     model_manager = container.model_manager()
     log_writer = container.prediction_log_writer()
+    history_store = container.history_store()
     model_manager.start()
     log_writer.start()
     hooks = getattr(app, "shutdown_hooks", None)
     if hooks is not None:
-        hooks.extend([model_manager.stop, log_writer.close])
+        hooks.extend([model_manager.stop, log_writer.close, history_store.close])
     weakref.finalize(app, model_manager.stop)
     weakref.finalize(app, log_writer.close)
+    weakref.finalize(app, history_store.close)

@@ -72,30 +72,34 @@ def _rank_descending(scores: np.ndarray, top: int | None) -> np.ndarray:
     return chosen[np.argsort(keys[chosen], kind="stable")][:top]
 
 
-def diversify(distances: np.ndarray) -> np.ndarray:
+def diversify(distances: np.ndarray, picks: int | None = None) -> np.ndarray:
     """Greedy max-sum diversification of ``k`` items given best first: a permutation of ``range(k)``.
 
     The first item stays first; each next pick is the remaining item with the largest sum of distances to the
     items already picked (a running sum, so O(k^2) in all). Ties go to the better-ranked item (the lower
-    position). Missing distances (NaN) count as 0.
+    position). Missing distances (NaN) count as 0. With ``picks``, only the first ``picks`` positions are chosen
+    greedily (all a page of that size shows; each pick depends only on the earlier ones) and the rest keep their
+    order: O(picks * k).
     """
     distances = np.asarray(distances, dtype=np.float64)
     k = distances.shape[0]
-    if k <= 2:
+    picks = k if picks is None else min(max(int(picks), 1), k)
+    if k <= 2 or picks <= 1:
         return np.arange(k)
     distances = np.nan_to_num(distances, nan=0.0, posinf=0.0, neginf=0.0)
     running = distances[0].copy()
-    taken = np.zeros(k, dtype=bool)
-    taken[0] = True
-    order = np.empty(k, dtype=np.int64)
-    order[0] = 0
-    for step in range(1, k):
-        masked = np.where(taken, -np.inf, running)
-        chosen = int(np.argmax(masked))  # argmax returns the first maximum: the better-ranked item
-        order[step] = chosen
-        taken[chosen] = True
+    running[0] = -np.inf  # taken items stay at -inf: adding finite distances keeps them there
+    order = [0]
+    for _ in range(1, picks):
+        chosen = int(running.argmax())  # the first maximum: the better-ranked item
+        order.append(chosen)
         running += distances[chosen]
-    return order
+        running[chosen] = -np.inf
+    if picks < k:
+        rest = np.ones(k, dtype=bool)
+        rest[order] = False
+        return np.concatenate([np.array(order, dtype=np.int64), np.flatnonzero(rest)])
+    return np.array(order, dtype=np.int64)
 
 
 def stock_last(indices: np.ndarray, in_stock: np.ndarray) -> np.ndarray:

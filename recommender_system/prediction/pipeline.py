@@ -38,7 +38,6 @@ from recommender_system.managers.prediction_log import PredictionLogWriter
 from recommender_system.prediction import ordering
 from recommender_system.prediction.models.base import PredictionModel
 from recommender_system.prediction.models.registry import SPECS
-from recommender_system.storage.database import Database
 from recommender_system.storage.history import HistoryStore
 from recommender_system.storage.prediction_log import LOGGED_ITEMS, PredictionRecord
 from recommender_system.storage.tables import utcnow
@@ -76,7 +75,6 @@ class PredictionPipeline:
         model_manager: ModelManager,
         cache_manager: CacheManager,
         history_store: HistoryStore,
-        database: Database,
         log_writer: PredictionLogWriter,
         seed: int | None = None,
         clock: Callable[[], float] = time.perf_counter,
@@ -84,7 +82,6 @@ class PredictionPipeline:
         self._models = model_manager
         self._cache = cache_manager
         self._history = history_store
-        self._database = database
         self._log = log_writer
         self._random = random.Random(seed)
         self._clock = clock
@@ -142,8 +139,7 @@ class PredictionPipeline:
         if not any(SPECS[name].trainable and state.usable(name) is not None for name in names):
             return ctx
         try:
-            with self._database.session() as session:
-                history = self._history.load(session, ctx.session_id, ctx.user_id)
+            history = self._history.load(ctx.session_id, ctx.user_id)
         except Exception:  # noqa: BLE001 - without history the cascade still answers
             logger.exception("loading the session history failed; answering without it")
             return ctx
@@ -285,7 +281,10 @@ class PredictionPipeline:
         if distances is not None and size > 2 and len(indices) > 2:
             top = indices[:size]
             try:
-                permutation = ordering.diversify(distances(state.catalog, top))
+                # a page shows only its first ``limit``: later positions keep their order (category lists are
+                # cached whole, so they are ordered whole)
+                picks = ctx.limit if ctx.page is not Page.CATEGORY_LIST else None
+                permutation = ordering.diversify(distances(state.catalog, top), picks)
                 if len(permutation) != len(top):
                     raise ValueError(f"{len(permutation)} positions for {len(top)} items")
                 indices = np.concatenate([top[permutation], indices[size:]])

@@ -3,29 +3,35 @@
 The shopper is the session, plus every session of its user: the user named by the request, else the user the
 session is linked to (``shop_session.user_id``). Each kind of event is bounded to its newest ``limit`` rows, so the
 query stays cheap for a shopper with a long past; every branch is served by a (session_id, created_at) index.
+
+This is the one database round trip of a prediction, so it bypasses the ORM: each serving thread keeps its own
+DBAPI connection in autocommit mode (no BEGIN/COMMIT, no pool checkout or pre-ping), and on PostgreSQL the query is
+a prepared statement with a generic plan (planning the four-branch union cost more than running it). A connection
+that fails is dropped and the query retried once on a new one (a restarted database costs one failed attempt).
 """
 
 from __future__ import annotations
 
+import logging
+import re
+import threading
+from typing import Any
+
 from sqlalchemy import (
-    DateTime,
     Float,
     Integer,
     ScalarSelect,
     String,
-    TextualSelect,
     bindparam,
     cast,
-    column,
     literal_column,
     select,
-    text,
     union_all,
 )
-from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
 from recommender_system.domain import EMPTY_HISTORY, SessionHistory
+from recommender_system.storage.database import Database
 from recommender_system.storage.tables import (
     OrderLine,
     ProductAddToCart,
@@ -38,34 +44,119 @@ from recommender_system.storage.tables import (
 DEFAULT_LIMIT = 200
 
 
-class HistoryStore:
-    def __init__(self) -> None:
-        # the statement has four shapes (session and/or user known); each is built and compiled once per dialect
-        self._statements: dict[tuple[str, bool, bool], TextualSelect] = {}
+logger = logging.getLogger(__name__)
 
-    def load(
-        self, session: Session, session_id: str | None, user_id: str | None = None, limit: int = DEFAULT_LIMIT
-    ) -> SessionHistory:
+_PLACEHOLDER = re.compile(r":(session_id|user_id|limit)\b")
+
+
+class _Shape:
+    """One of the four statement shapes (session and/or user known), in the driver's numbered parameter style."""
+
+    def __init__(self, name: str, sql: str, postgresql: bool) -> None:
+        self.parameters = tuple(dict.fromkeys(_PLACEHOLDER.findall(sql)))  # in order of first use
+        marker = "$" if postgresql else "?"  # PostgreSQL's $1 in PREPARE, SQLite's ?1
+        numbered = _PLACEHOLDER.sub(lambda m: f"{marker}{self.parameters.index(m.group(1)) + 1}", sql)
+        if postgresql:
+            self.prepare: str | None = f"PREPARE {name} AS {numbered}"
+            self.sql = f"EXECUTE {name} ({', '.join(['%s'] * len(self.parameters))})"
+        else:
+            self.prepare = None
+            self.sql = numbered
+
+    def arguments(self, values: dict[str, object]) -> tuple[object, ...]:
+        return tuple(values[name] for name in self.parameters)
+
+
+class HistoryStore:
+    def __init__(self, database: Database) -> None:
+        self._database = database
+        self._postgresql = database.engine.dialect.name == "postgresql"
+        self._shapes = {
+            (has_session, has_user): _Shape(
+                f"rs_history_{int(has_session)}{int(has_user)}",
+                self._statement(has_session, has_user),
+                self._postgresql,
+            )
+            for has_session in (False, True)
+            for has_user in (False, True)
+            if has_session or has_user
+        }
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._connections: list[Any] = []  # every thread's connection, closed by ``close``
+
+    def load(self, session_id: str | None, user_id: str | None = None, limit: int = DEFAULT_LIMIT) -> SessionHistory:
         """The history of ``session_id`` and of its user's sessions, oldest first (the newest ``limit`` events of
         each kind). An anonymous request without a user has no history and costs no query."""
         if not session_id and not user_id:
             return EMPTY_HISTORY
-        key = (session.get_bind().dialect.name, bool(session_id), bool(user_id))
-        statement = self._statements.get(key)
-        if statement is None:
-            statement = self._statements.setdefault(key, self._statement(bool(session_id), bool(user_id)))
-        params: dict[str, object] = {"limit": limit}
-        if session_id:
-            params["session_id"] = session_id
-        if user_id:
-            params["user_id"] = user_id
-        rows = session.execute(statement, params).all()
+        shape = self._shapes[(bool(session_id), bool(user_id))]
+        arguments = shape.arguments({"session_id": session_id, "user_id": user_id, "limit": int(limit)})
+        try:
+            rows = self._fetch(shape, arguments)
+        except self._database.engine.dialect.loaded_dbapi.Error:
+            self._discard()  # a broken connection (a restarted server, a dropped socket): one retry on a new one
+            rows = self._fetch(shape, arguments)
         return self._history(rows, session_id)
 
+    def close(self) -> None:
+        """Close every thread's connection (a clean shutdown); a later ``load`` opens a new one."""
+        with self._lock:
+            connections, self._connections = self._connections, []
+        for connection in connections:
+            try:
+                connection.close()
+            except Exception:  # noqa: BLE001 - closing is best effort
+                logger.debug("closing a history connection failed", exc_info=True)
+        self._local = threading.local()
+
+    # --- connections ----------------------------------------------------------------------------------------------
+    def _fetch(self, shape: _Shape, arguments: tuple[object, ...]) -> list[tuple[Any, ...]]:
+        cursor = self._connection().cursor()
+        try:
+            cursor.execute(shape.sql, arguments)
+            return cursor.fetchall()
+        finally:
+            cursor.close()
+
+    def _connection(self) -> Any:
+        held = getattr(self._local, "held", None)
+        if held is not None:
+            return held
+        # a pool connection (the engine's connect-time setup applies), detached: this thread owns it from now on
+        proxied = self._database.engine.raw_connection()
+        proxied.detach()
+        connection = proxied.dbapi_connection
+        if self._postgresql:
+            connection.autocommit = True
+            # one round trip: the parameters are not skewed, so each shape is planned once, generically
+            setup = ["SET plan_cache_mode = force_generic_plan", *(shape.prepare for shape in self._shapes.values())]
+            with connection.cursor() as cursor:
+                cursor.execute(";\n".join(str(statement) for statement in setup))
+        else:
+            connection.isolation_level = None  # autocommit: each query reads the newest committed data
+        self._local.held = connection
+        with self._lock:
+            self._connections.append(connection)
+        return connection
+
+    def _discard(self) -> None:
+        held = getattr(self._local, "held", None)
+        self._local.held = None
+        if held is None:
+            return
+        with self._lock:
+            if held in self._connections:
+                self._connections.remove(held)
+        try:
+            held.close()
+        except Exception:  # noqa: BLE001 - it is broken already
+            logger.debug("closing a broken history connection failed", exc_info=True)
+
     @staticmethod
-    def _statement(has_session: bool, has_user: bool) -> TextualSelect:
-        """The union of the four bounded branches as portable SQL text with the bind parameters ``session_id``,
-        ``user_id`` and ``limit`` (built once: constructing the expression per request cost milliseconds)."""
+    def _statement(has_session: bool, has_user: bool) -> str:
+        """The union of the four bounded branches as portable SQL text with the named parameters ``:session_id``,
+        ``:user_id`` and ``:limit``, columns ``kind, session_id, sku, value, created_at, sequence``."""
         limit = bindparam("limit", type_=Integer)
         user: ColumnElement[str | None] | ScalarSelect
         if has_user:
@@ -146,34 +237,28 @@ class HistoryStore:
             Review.id,
         )
         compiled = union_all(views, carts, orders, reviews).compile(compile_kwargs={"render_postcompile": False})
-        return text(str(compiled)).columns(
-            column("kind", String),
-            column("session_id", String),
-            column("sku", String),
-            column("value", Float),
-            column("created_at", DateTime),
-            column("sequence", Integer),
-        )
+        return str(compiled)
 
     @staticmethod
-    def _history(rows: list, session_id: str | None) -> SessionHistory:  # type: ignore[type-arg]
-        rows = sorted(rows, key=lambda row: (row.created_at, row.sequence))
+    def _history(rows: list[tuple[Any, ...]], session_id: str | None) -> SessionHistory:
+        """Rows are ``(kind, session_id, sku, value, created_at, sequence)``; ordered here by time, then sequence."""
+        rows = sorted(rows, key=_time_then_sequence)
         visited: list[str] = []
         session_visited: list[str] = []
         carted: list[str] = []
         ordered: list[str] = []
         rated: list[tuple[str, float]] = []
-        for row in rows:
-            if row.kind == "view":
-                visited.append(row.sku)
-                if session_id and row.session_id == session_id:
-                    session_visited.append(row.sku)
-            elif row.kind == "cart":
-                carted.append(row.sku)
-            elif row.kind == "order":
-                ordered.append(row.sku)
+        for kind, row_session, sku, value, _, _ in rows:
+            if kind == "view":
+                visited.append(sku)
+                if session_id and row_session == session_id:
+                    session_visited.append(sku)
+            elif kind == "cart":
+                carted.append(sku)
+            elif kind == "order":
+                ordered.append(sku)
             else:
-                rated.append((row.sku, float(row.value)))
+                rated.append((sku, float(value)))
         if not (visited or carted or ordered or rated):
             return EMPTY_HISTORY
         return SessionHistory(
@@ -183,3 +268,7 @@ class HistoryStore:
             ordered=tuple(ordered),
             rated=tuple(rated),
         )
+
+
+def _time_then_sequence(row: tuple[Any, ...]) -> tuple[Any, Any]:
+    return row[4], row[5]

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import threading
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import event
+from sqlalchemy import text
 
 from recommender_system.domain import EMPTY_HISTORY
 from recommender_system.storage.history import HistoryStore
@@ -39,8 +40,18 @@ def seeded(database):  # type: ignore[no-untyped-def]
 
 
 def load(database, session_id, user_id=None, limit=200):  # type: ignore[no-untyped-def]
-    with database.session() as session:
-        return HistoryStore().load(session, session_id, user_id, limit=limit)
+    store = HistoryStore(database)
+    try:
+        return store.load(session_id, user_id, limit=limit)
+    finally:
+        store.close()
+
+
+@pytest.fixture
+def store(seeded):  # type: ignore[no-untyped-def]
+    store = HistoryStore(seeded)
+    yield store
+    store.close()
 
 
 def test_anonymous_session_sees_only_itself(seeded) -> None:  # type: ignore[no-untyped-def]
@@ -89,17 +100,80 @@ def test_each_kind_is_bounded_to_its_newest_events(seeded) -> None:  # type: ign
     assert history.carted == ("old-1", "x1")
 
 
-def test_exactly_one_query(seeded) -> None:  # type: ignore[no-untyped-def]
-    statements: list[str] = []
+class CountingConnection:
+    """The DBAPI connection of the store's thread, recording every statement its cursors execute."""
 
-    def count(conn, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
-        statements.append(statement)
+    def __init__(self, connection) -> None:  # type: ignore[no-untyped-def]
+        self.connection = connection
+        self.statements: list[str] = []
 
-    event.listen(seeded.engine, "before_cursor_execute", count)
-    try:
-        with seeded.session() as session:
-            HistoryStore().load(session, "s1", "u7")
-    finally:
-        event.remove(seeded.engine, "before_cursor_execute", count)
-    selects = [s for s in statements if s.lstrip().upper().startswith(("SELECT", "(SELECT", "WITH"))]
-    assert len(selects) == 1
+    def cursor(self):  # type: ignore[no-untyped-def]
+        outer = self
+        inner = self.connection.cursor()
+
+        class Cursor:
+            def execute(self, sql, *args):  # type: ignore[no-untyped-def]
+                outer.statements.append(sql)
+                return inner.execute(sql, *args)
+
+            def __getattr__(self, name):  # type: ignore[no-untyped-def]
+                return getattr(inner, name)
+
+        return Cursor()
+
+    def close(self) -> None:
+        self.connection.close()
+
+
+def test_one_round_trip_per_load_once_warm(store) -> None:  # type: ignore[no-untyped-def]
+    first = store.load("s1", "u7")  # opens this thread's connection (and prepares the statements on PostgreSQL)
+    counting = CountingConnection(store._local.held)
+    store._local.held = counting
+    # every shape is one statement: no BEGIN, COMMIT, pool pre-ping or (on PostgreSQL) re-planning
+    for session_id, user_id in [("s1", "u7"), ("s1", None), (None, "u7"), ("s1", "u7")]:
+        before = len(counting.statements)
+        history = store.load(session_id, user_id)
+        assert len(counting.statements) - before == 1
+    assert history == first
+    if not store._postgresql:
+        return
+    assert all(statement.startswith("EXECUTE rs_history_") for statement in counting.statements)
+    with counting.connection.cursor() as cursor:  # the server holds the three prepared shapes, planned generically
+        cursor.execute("SELECT name, generic_plans > 0 FROM pg_prepared_statements ORDER BY name")
+        assert cursor.fetchall() == [("rs_history_01", True), ("rs_history_10", True), ("rs_history_11", True)]
+
+
+def test_the_thread_connection_sees_newly_committed_events(seeded, store) -> None:  # type: ignore[no-untyped-def]
+    assert store.load("s1").visited == ("x1", "x2", "x1")
+    with seeded.write_session() as session:
+        add_view(session, "s1", "fresh", at(40))
+    assert store.load("s1").visited == ("x1", "x2", "x1", "fresh")
+
+
+def test_a_broken_connection_is_replaced(seeded, store) -> None:  # type: ignore[no-untyped-def]
+    expected = store.load("s1", "u7")
+    connection = store._local.held
+    if seeded.is_sqlite:
+        connection.close()  # any use now raises sqlite3.ProgrammingError
+    else:
+        with seeded.engine.connect() as admin:  # the server ends the backend, as a restart would
+            pid = connection.get_backend_pid()
+            admin.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+    assert store.load("s1", "u7") == expected
+    assert store._local.held is not connection
+
+
+def test_close_closes_every_thread_connection(seeded) -> None:  # type: ignore[no-untyped-def]
+    store = HistoryStore(seeded)
+    store.load("s1")
+    worker = threading.Thread(target=store.load, args=("s1",))
+    worker.start()
+    worker.join()
+    connections = list(store._connections)
+    assert len(connections) == 2
+    store.close()
+    for connection in connections:
+        with pytest.raises(Exception):  # noqa: B017 - each driver raises its own "closed" error
+            connection.cursor().execute("SELECT 1")
+    assert store.load("s1").visited == ("x1", "x2", "x1")  # a later load reconnects
+    store.close()

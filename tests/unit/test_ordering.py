@@ -128,3 +128,15 @@ def test_group_positions_first_position_or_ranking_length() -> None:
 def test_unique_in_order_on_permutations_is_identity(permutation: tuple[int, ...]) -> None:
     values = np.array(permutation)
     assert ordering.unique_in_order(values).tolist() == list(permutation)
+
+
+@pytest.mark.parametrize("picks", [1, 2, 3, 7, 12, 40])
+def test_diversify_with_picks_chooses_the_same_head_and_keeps_the_rest_in_rank_order(picks: int) -> None:
+    rng = np.random.default_rng(picks)
+    points = rng.random((12, 3))
+    distances = np.linalg.norm(points[:, None] - points[None, :], axis=2)
+    full = ordering.diversify(distances).tolist()
+    partial = ordering.diversify(distances, picks).tolist()
+    head = full[: min(picks, 12)]
+    assert partial[: len(head)] == head
+    assert partial[len(head) :] == sorted(set(range(12)) - set(head))

@@ -5,7 +5,6 @@ and the log record. No database: the serving state is handed to the model manage
 from __future__ import annotations
 
 from collections.abc import Mapping
-from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -96,15 +95,9 @@ class FakeHistoryStore:
         self.history = history
         self.calls: list[tuple[str | None, str | None]] = []
 
-    def load(self, session: object, session_id: str | None, user_id: str | None = None) -> SessionHistory:
+    def load(self, session_id: str | None, user_id: str | None = None) -> SessionHistory:
         self.calls.append((session_id, user_id))
         return self.history
-
-
-class NoDatabase:
-    @contextmanager
-    def session(self):  # type: ignore[no-untyped-def]
-        yield None
 
 
 # --- the catalogue ---------------------------------------------------------------------------------------------
@@ -148,7 +141,6 @@ class Harness:
             self.manager,
             self.cache,
             self.history,  # type: ignore[arg-type]
-            NoDatabase(),  # type: ignore[arg-type]
             self.writer,  # type: ignore[arg-type]
             seed=seed,
         )
