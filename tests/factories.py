@@ -255,3 +255,11 @@ def numbered_catalog(n: int, units: Sequence[float] | None = None) -> CatalogSna
     for i in range(n):
         builder.add(f"v{i:03d}", product_id=i, created_at=float(i), units=float(units[i]) if units else 0.0)
     return builder.build()
+
+
+def is_mapped(array: np.ndarray) -> bool:
+    """A plain ndarray (fast to index) over a read-only memory map of the artefact file (shared between processes)."""
+    base = array
+    while base is not None and not isinstance(base, np.memmap):
+        base = base.base
+    return type(array) is np.ndarray and isinstance(base, np.memmap) and not array.flags.writeable

@@ -17,7 +17,7 @@ from recommender_system.prediction.models import ease as ease_module
 from recommender_system.prediction.models.base import FitReport, ModelNotFittedError, TrainingData
 from recommender_system.prediction.models.ease import EaseModel, ease_weights, gram_matrix, spd_inverse_inplace
 from recommender_system.prediction.models.interactions import build_interactions, top_k
-from tests.factories import CatalogBuilder
+from tests.factories import CatalogBuilder, is_mapped
 
 T0 = datetime(2024, 1, 1)
 BINARY = {"view": 1.0, "cart": 1.0, "order": 1.0, "review_per_star": 1.0}
@@ -164,7 +164,7 @@ def test_save_and_load_round_trip_memory_maps_b(tmp_path: Path) -> None:
     model.save(tmp_path)
     loaded = EaseModel.load(tmp_path, "v7")
 
-    assert isinstance(loaded.weights_matrix, np.memmap) and loaded.weights_matrix.dtype == np.float32
+    assert is_mapped(loaded.weights_matrix) and loaded.weights_matrix.dtype == np.float32
     assert loaded.identifier == "ease_v7" and loaded.l2 == 20.0
     catalog = CatalogBuilder().add("i0003").add("i0001").add("zzz").add("i0002").build()
     ctx = RecommendationContext(page=Page.HOMEPAGE, history=SessionHistory(visited=("i0001", "i0005")))

@@ -157,3 +157,22 @@ def test_candidate_scores_are_nan_for_unknown_items_and_retrieval_skips_unrecomm
     # c scores best but is out of stock; "new" is unknown to the model
     assert retrieve_top(item_scores, alignment, catalog, 10).tolist() == [0, 2]
     assert retrieve_top(item_scores, alignment, catalog, 1).tolist() == [0]
+
+
+@pytest.mark.parametrize("size", [1, 3, 10, 49, 50, 120, 500])
+def test_retrieval_of_a_few_equals_the_head_of_the_full_ranking(size: int) -> None:
+    """The partial selection returns exactly the first ``size`` of the full sort: score descending, ties (many
+    here: scores are rounded) by catalogue position, unrecommendable and NaN-scored items left out."""
+    rng = np.random.default_rng(size)
+    skus = [f"v{i}" for i in range(300)]
+    builder = CatalogBuilder()
+    for position in rng.permutation(300):  # catalogue order differs from the model's item order
+        builder.add(skus[position], stock=int(rng.random() > 0.1))
+    catalog = builder.build()
+    alignment = CatalogAlignment(np.array(skus, dtype=object))
+    item_scores = np.round(rng.random(300), 1)
+    item_scores[rng.choice(300, 20, replace=False)] = np.nan
+    to_catalog, _ = alignment.arrays(catalog)
+    usable = np.flatnonzero(catalog.recommendable[to_catalog] & ~np.isnan(item_scores))
+    expected = sorted(usable.tolist(), key=lambda item: (-item_scores[item], to_catalog[item]))
+    assert retrieve_top(item_scores, alignment, catalog, size).tolist() == to_catalog[expected][:size].tolist()

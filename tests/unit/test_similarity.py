@@ -17,6 +17,7 @@ import pytest
 from recommender_system.domain import CatalogSnapshot, Page, RecommendationContext
 from recommender_system.prediction.models.base import TrainingData
 from recommender_system.prediction.models.similarity import SearchSettings, SimilarityModel, _embedding
+from tests.factories import is_mapped
 
 ATTRIBUTE_COLUMNS = ["sku", "attribute_type_id", "type", "raw_value", "numeric_value"]
 
@@ -468,7 +469,7 @@ def test_save_load_round_trip(tmp_path: Path) -> None:
     loaded = SimilarityModel.load(tmp_path, "v3")
     assert loaded.identifier == "similarity_v3"
     assert set(SimilarityModel.artefact_files) <= {p.name for p in tmp_path.iterdir()}
-    assert isinstance(loaded.neighbours, np.memmap) and isinstance(loaded.features.numeric, np.memmap)
+    assert is_mapped(loaded.neighbours) and is_mapped(loaded.features.numeric)
     np.testing.assert_array_equal(loaded.neighbours, model.neighbours)
     ctx = detail("s2", "s7")
     candidates = np.arange(len(catalog))

@@ -21,7 +21,13 @@ from threadpoolctl import threadpool_limits
 
 from recommender_system.domain import CatalogSnapshot, RecommendationContext
 from recommender_system.prediction.config import AlsConfig, EventWeights
-from recommender_system.prediction.models.base import FitReport, ModelNotFittedError, PredictionModel, TrainingData
+from recommender_system.prediction.models.base import (
+    FitReport,
+    ModelNotFittedError,
+    PredictionModel,
+    TrainingData,
+    load_mapped,
+)
 from recommender_system.prediction.models.interactions import (
     CatalogAlignment,
     ItemScoreServing,
@@ -211,7 +217,7 @@ class AlsModel(ItemScoreServing, PredictionModel):
         directory = Path(directory)
         state = json.loads((directory / "als.json").read_text(encoding="utf-8"))
         item_factors = np.load(directory / "item_factors.npy", allow_pickle=False)
-        user_factors = np.load(directory / "user_factors.npy", mmap_mode="r", allow_pickle=False)
+        user_factors = load_mapped(directory / "user_factors.npy")
         items = np.array(state["items"], dtype=object)
         users = np.array(state["users"], dtype=object)
         if item_factors.shape[0] != len(items) or user_factors.shape[0] != len(users):

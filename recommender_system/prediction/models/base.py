@@ -92,9 +92,7 @@ class PredictionModel(ABC):
         raise UnsupportedOperationError(f"{self.name} does not retrieve")
 
     @abstractmethod
-    def score(
-        self, ctx: RecommendationContext, catalog: CatalogSnapshot, candidates: np.ndarray
-    ) -> np.ndarray:
+    def score(self, ctx: RecommendationContext, catalog: CatalogSnapshot, candidates: np.ndarray) -> np.ndarray:
         """One float per candidate index (higher is better); NaN where the model cannot score that item."""
 
     # --- training ---------------------------------------------------------------------------------------
@@ -118,3 +116,9 @@ def rank_scores(scores: np.ndarray) -> np.ndarray:
 
 def normalise_sequence(values: Sequence[str]) -> tuple[str, ...]:
     return tuple(str(v) for v in values)
+
+
+def load_mapped(path: Path) -> np.ndarray:
+    """A saved array memory-mapped read-only (the processes serving one artefact share its pages), as a plain
+    ``ndarray`` view: indexing a ``np.memmap`` wraps every result in a new memmap, several microseconds a call."""
+    return np.asarray(np.load(path, mmap_mode="r", allow_pickle=False))

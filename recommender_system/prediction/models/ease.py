@@ -28,7 +28,13 @@ from threadpoolctl import threadpool_limits
 
 from recommender_system.domain import CatalogSnapshot, RecommendationContext
 from recommender_system.prediction.config import EaseConfig, EventWeights
-from recommender_system.prediction.models.base import FitReport, ModelNotFittedError, PredictionModel, TrainingData
+from recommender_system.prediction.models.base import (
+    FitReport,
+    ModelNotFittedError,
+    PredictionModel,
+    TrainingData,
+    load_mapped,
+)
 from recommender_system.prediction.models.interactions import (
     METRIC_K,
     CatalogAlignment,
@@ -294,7 +300,7 @@ class EaseModel(ItemScoreServing, PredictionModel):
     def load(cls, directory: Path, version: str) -> EaseModel:
         directory = Path(directory)
         state = json.loads((directory / "ease.json").read_text(encoding="utf-8"))
-        weights = np.load(directory / "B.npy", mmap_mode="r", allow_pickle=False)
+        weights = load_mapped(directory / "B.npy")
         items = np.array(state["items"], dtype=object)
         if weights.shape != (len(items), len(items)):
             raise ValueError(f"ease artefact: B has shape {weights.shape} for {len(items)} items")

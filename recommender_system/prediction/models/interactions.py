@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -222,20 +222,28 @@ def context_items(
     """
     if anchor_weight is None:
         anchor_weight = max(weights.view, weights.cart, weights.order)
-    # One request asks several models (readiness, retrieval, scoring) for the same vector: remember the answers
-    # for the context being served by this thread (identity of the context object, not its value).
+    # One request asks several models (readiness, retrieval, scoring) for the same vector.
+    return request_memo(
+        ctx, ("context", id(item_index), id(weights), anchor_weight), _context_items, item_index, weights, anchor_weight
+    )
+
+
+def request_memo(ctx: RecommendationContext, key: Hashable, compute: Callable[..., _T], *args: Any) -> _T:
+    """``compute(ctx, *args)``, computed once per request: answers are kept for the context this thread is serving
+    (by identity of the context object, not its value) under ``key``, and dropped when it serves another."""
     memo = getattr(_request_memo, "value", None)
     if memo is None or memo[0] is not ctx:
         memo = (ctx, {})
         _request_memo.value = memo
-    key = (id(item_index), id(weights), anchor_weight)
-    found = memo[1].get(key)
-    if found is None:
-        found = memo[1][key] = _context_items(ctx, item_index, weights, anchor_weight)
-    return found
+    try:
+        return memo[1][key]  # type: ignore[no-any-return]
+    except KeyError:
+        found = memo[1][key] = compute(ctx, *args)
+        return found
 
 
 _request_memo = threading.local()
+_T = TypeVar("_T")
 
 
 def _context_items(
@@ -318,8 +326,12 @@ def retrieve_top(
     items = np.flatnonzero(usable)
     if len(items) == 0:
         return np.array([], dtype=np.int64)
-    catalogue = to_catalog[items]
     keys = item_scores[items]
+    if size < len(items) // 2:  # a partial selection: only what reaches the size-th best score, ties included
+        threshold = -np.partition(-keys, size - 1)[size - 1]
+        chosen = np.flatnonzero(keys >= threshold)
+        items, keys = items[chosen], keys[chosen]
+    catalogue = to_catalog[items]
     order = np.lexsort((catalogue, -keys))[:size]
     return catalogue[order]
 
@@ -473,14 +485,18 @@ class ItemScoreServing:
     def _retrievable(self, scores: np.ndarray) -> np.ndarray:
         return scores
 
+    def _scores_once(self, ctx: RecommendationContext) -> np.ndarray | None:
+        """``_item_scores``, once per request when the model both retrieves and scores it."""
+        return request_memo(ctx, ("item-scores", id(self)), self._item_scores)
+
     def retrieve(self, ctx: RecommendationContext, catalog: CatalogSnapshot, size: int) -> np.ndarray:
-        scores = self._item_scores(ctx)
+        scores = self._scores_once(ctx)
         if scores is None:
             return np.array([], dtype=np.int64)
         return retrieve_top(self._retrievable(scores), self._alignment, catalog, size)
 
     def score(self, ctx: RecommendationContext, catalog: CatalogSnapshot, candidates: np.ndarray) -> np.ndarray:
-        scores = self._item_scores(ctx)
+        scores = self._scores_once(ctx)
         if scores is None:
             return np.full(len(candidates), np.nan, dtype=np.float64)
         return scores_for_candidates(scores, self._alignment, catalog, candidates)

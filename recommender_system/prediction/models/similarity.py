@@ -68,7 +68,13 @@ import torch
 
 from recommender_system.domain import CatalogSnapshot, RecommendationContext
 from recommender_system.prediction.config import SimilarityConfig
-from recommender_system.prediction.models.base import FitReport, ModelNotFittedError, PredictionModel, TrainingData
+from recommender_system.prediction.models.base import (
+    FitReport,
+    ModelNotFittedError,
+    PredictionModel,
+    TrainingData,
+    load_mapped,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -843,7 +849,7 @@ class SimilarityModel(PredictionModel):
         model = cls(version=version)
 
         def array(file_name: str) -> np.ndarray:
-            return np.load(directory / file_name, mmap_mode="r")
+            return load_mapped(directory / file_name)
 
         features = VariantFeatures(
             codes=array("codes.npy"),
