@@ -31,6 +31,8 @@ from pathlib import Path
 import psutil
 import sqlalchemy as sa
 
+from recommender_system.settings import Settings
+
 ROOT = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
 PAGES = ("HOMEPAGE", "PRODUCT_DETAIL", "CART", "CATEGORY_LIST", "PRODUCT_POSITIONS")
@@ -142,7 +144,9 @@ def lua_script(workdir: Path, page: str, bodies: list[str]) -> Path:
 class Server:
     """``python -m recommender_system serve`` in its own process group."""
 
-    def __init__(self, url: str, port: int, workers: int, threads: int, artefacts: Path) -> None:
+    def __init__(
+        self, url: str, port: int, workers: int | None, threads: int, artefacts: Path, worker_class: str | None = None
+    ) -> None:
         env = {
             **os.environ,
             "RS_DATABASE_URL": url,
@@ -150,9 +154,12 @@ class Server:
             "RS_SERVER_HOST": "127.0.0.1",
             "RS_SERVER_PORT": str(port),
             "RS_LOG_LEVEL": "WARNING",
+            **({"RS_WEB_WORKER_CLASS": worker_class} if worker_class else {}),
         }
         self.base = f"http://127.0.0.1:{port}"
-        command = [PYTHON, "-m", "recommender_system", "serve", "--workers", str(workers), "--threads", str(threads)]
+        command = [PYTHON, "-m", "recommender_system", "serve", "--threads", str(threads)]
+        if workers:
+            command += ["--workers", str(workers)]
         self.process = subprocess.Popen(command, env=env, cwd=ROOT, start_new_session=True)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -218,7 +225,7 @@ def bench_backend(backend: str, args: argparse.Namespace, workdir: Path) -> list
     url = prepare_database(backend, workdir, args.postgres, args.train)
     bodies = request_bodies(url, args.bodies)
     scripts = {page: lua_script(workdir, page, bodies[page]) for page in args.pages}
-    server = Server(url, args.port, args.workers, args.threads, workdir / "artefacts")
+    server = Server(url, args.port, args.workers, args.threads, workdir / "artefacts", args.worker_class)
     rows: list[dict[str, object]] = []
     answered = 0
     try:
@@ -263,8 +270,9 @@ def main() -> int:
     parser.add_argument("--concurrency", default="1,8")
     parser.add_argument("--duration", type=float, default=20.0)
     parser.add_argument("--warmup", type=float, default=3.0)
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--threads", type=int, default=4)
+    parser.add_argument("--workers", type=int, default=None, help="default: the service's (RS_WEB_WORKERS)")
+    parser.add_argument("--threads", type=int, default=4, help="threads per worker (gthread only)")
+    parser.add_argument("--worker-class", default=None, help="sync or gthread (default: the service's)")
     parser.add_argument("--port", type=int, default=18086)
     parser.add_argument("--bodies", type=int, default=2000, help="distinct request bodies per page")
     parser.add_argument("--postgres", default="postgresql+psycopg2://postgres@127.0.0.1:5432")
@@ -278,7 +286,11 @@ def main() -> int:
     if subprocess.run(["which", "wrk"], capture_output=True).returncode != 0:
         print("wrk is not installed (apt-get install -y wrk)")
         return 2
-    print(f"cpus={os.cpu_count()} load={os.getloadavg()} workers={args.workers} threads={args.threads}")
+    settings = Settings()
+    worker_class = args.worker_class or settings.web_worker_class
+    threads = f" threads={args.threads}" if worker_class == "gthread" else ""
+    workers = args.workers or settings.web_workers
+    print(f"cpus={os.cpu_count()} load={os.getloadavg()} {worker_class} workers={workers}{threads}")
     print(HEADER)
     rows: list[dict[str, object]] = []
     with tempfile.TemporaryDirectory(prefix="bench-predict-") as tmp:

@@ -55,14 +55,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m recommender_system", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
-    commands.add_parser("migrate", help="apply the database migrations (idempotent)").set_defaults(
-        run=_migrate
-    )
+    commands.add_parser("migrate", help="apply the database migrations (idempotent)").set_defaults(run=_migrate)
 
     serve = commands.add_parser("serve", help="run the web service under gunicorn")
     serve.add_argument("--workers", type=int, default=None, help="gunicorn workers (default RS_WEB_WORKERS)")
     serve.add_argument(
-        "--threads", type=int, default=None, help="threads per worker (default RS_WEB_THREADS)"
+        "--threads",
+        type=int,
+        default=None,
+        help="threads per worker with RS_WEB_WORKER_CLASS=gthread (default RS_WEB_THREADS)",
     )
     serve.set_defaults(run=_serve)
 
@@ -70,17 +71,13 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "path", nargs="?", default=None, help="directory with the demo .sql(.gz) files (default: bundled)"
     )
-    demo.add_argument(
-        "--if-empty", action="store_true", help="do nothing when the catalogue already has variants"
-    )
+    demo.add_argument("--if-empty", action="store_true", help="do nothing when the catalogue already has variants")
     demo.add_argument("--quiet", action="store_true", help="no progress bar")
     demo.set_defaults(run=_load_demo)
 
     rollback = commands.add_parser("rollback", help="serve an older version of a trained model")
     rollback.add_argument("model", help="model name, e.g. ease")
-    rollback.add_argument(
-        "version", nargs="?", default=None, help="version to serve (default: the previous one)"
-    )
+    rollback.add_argument("version", nargs="?", default=None, help="version to serve (default: the previous one)")
     rollback.set_defaults(run=_rollback)
     return parser
 

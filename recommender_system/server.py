@@ -22,25 +22,44 @@ class _Gunicorn(BaseApplication):  # type: ignore[misc]
     def load(self):  # type: ignore[no-untyped-def]
         from recommender_system.app import create_app
 
+        limit_native_threads()
         return create_app()
 
 
-def gunicorn_options(
-    settings: Settings, workers: int | None = None, threads: int | None = None
-) -> dict[str, Any]:
-    """Sensible defaults: a few workers with threads (each worker holds its own loaded models)."""
-    return {
+def limit_native_threads() -> None:
+    """One BLAS/OpenMP and torch thread per web process: its request threads (and the other workers) are the
+    parallelism. A request's matrix products are small; letting each spread over every core made the workers'
+    native threads spin against each other and roughly doubled the CPU time of a prediction."""
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1)
+    torch.set_num_threads(1)
+
+
+def gunicorn_options(settings: Settings, workers: int | None = None, threads: int | None = None) -> dict[str, Any]:
+    """The service's gunicorn setup (each worker holds its own loaded models).
+
+    By default ``sync`` workers: each process serves one request at a time and takes the next connection from the
+    kernel's accept queue only when free, so the load spreads evenly over the processes and a request never waits
+    for the interpreter lock behind other requests. (With threaded workers a keep-alive client's connections stay
+    with the process that accepted them: all of them landing on one process halved the throughput and quadrupled
+    the latency in ``bench/predict.py``.) ``gthread`` is there for clients that hold many idle keep-alive
+    connections."""
+    options: dict[str, Any] = {
         "bind": f"{settings.server_host}:{settings.server_port}",
         "workers": workers or settings.web_workers,
-        "threads": threads or settings.web_threads,
-        "worker_class": "gthread",
+        "worker_class": settings.web_worker_class,
         "timeout": 60,
         "graceful_timeout": 20,
-        "keepalive": 5,
         "accesslog": None,
         "loglevel": settings.log_level.lower(),
         "preload_app": False,
+        "backlog": 2048,
     }
+    if settings.web_worker_class == "gthread":
+        options.update(threads=threads or settings.web_threads, keepalive=5)
+    return options
 
 
 def serve(settings: Settings, workers: int | None = None, threads: int | None = None) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -9,6 +10,12 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_VAR_DIR = Path("var")
+
+
+def default_web_workers(cpus: int | None) -> int:
+    """Two worker processes per CPU, 2 to 8: a prediction is CPU-bound Python, so processes (not threads) give
+    parallelism, and the second per CPU keeps it busy while the other waits for the database."""
+    return min(max(2 * (cpus or 1), 2), 8)
 
 
 class Settings(BaseSettings):
@@ -24,20 +31,20 @@ class Settings(BaseSettings):
     server_host: str = "0.0.0.0"
     server_port: int = Field(default=8086, ge=1, le=65535)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
-    api_token: str | None = Field(
-        default=None, description="when set, every route but GET / needs a Bearer token"
+    api_token: str | None = Field(default=None, description="when set, every route but GET / needs a Bearer token")
+    web_worker_class: Literal["sync", "gthread"] = Field(
+        default="sync",
+        description="gunicorn worker class: sync (one request at a time per process, no keep-alive) or gthread",
     )
-    web_workers: int = Field(default=2, ge=1, le=64)
-    web_threads: int = Field(default=8, ge=1, le=256)
+    web_workers: int = Field(default_factory=lambda: default_web_workers(os.cpu_count()), ge=1, le=64)
+    web_threads: int = Field(default=4, ge=1, le=256, description="threads per worker (gthread only)")
     refresh_seconds: float = Field(
         default=2.0,
         gt=0,
         le=300,
         description="how often a web process looks for a new config, catalogue or model",
     )
-    cache_size: int = Field(
-        default=10_000, ge=0, description="bounded per-process cache of category orderings"
-    )
+    cache_size: int = Field(default=10_000, ge=0, description="bounded per-process cache of category orderings")
     redis_url: str | None = Field(default=None, description="shared cache when scaled out (optional)")
     trainer_poll_seconds: float = Field(default=5.0, gt=0, le=3600)
     keep_versions: int = Field(default=3, ge=1, le=100, description="model versions kept on disk per model")
