@@ -112,8 +112,19 @@ def run(
             "".join(f"; {r.model_name}: {r.error}" for r in failed),
         )
         return 0
-    trainer.run_forever()
+    monitoring = container.monitoring_manager()
+    monitoring.start_background(aggregation_interval(container.settings().refresh_seconds))
+    try:
+        trainer.run_forever()
+    finally:
+        monitoring.stop_background()
     return 0
+
+
+def aggregation_interval(refresh_seconds: float) -> float:
+    """How often the trainer folds new predictions and views into the dashboard's rollups (in its own thread, so
+    that a fit in progress does not hold it up and the web workers never spend CPU on it)."""
+    return max(5.0, 5 * refresh_seconds)
 
 
 def _options(args: argparse.Namespace, poll_seconds: float) -> TrainerOptions:

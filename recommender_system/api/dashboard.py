@@ -58,25 +58,13 @@ def training(manager: MonitoringManager = Provide[Container.monitoring_manager])
 
 
 def install_monitoring(app: Flask, container: Any) -> None:
-    """Start-up hook: request metrics, the browser login of the built-in page, and the background aggregation
-    (started with the first request that is not a test's; stopped on a clean shutdown)."""
+    """Start-up hook: request metrics and the browser login of the built-in page.
+
+    The rollups behind the dashboard are folded in the background by the trainer process (``python -m trainer``),
+    never by a web worker, where it would take CPU and the interpreter lock from predictions; each dashboard call
+    first catches up on what is new, within a time budget, so a deployment without a trainer still answers."""
     from recommender_system import metrics
     from recommender_system.api import ui
 
     metrics.install(app)
     ui.install(app, container.settings().api_token)
-    manager: MonitoringManager = container.monitoring_manager()
-    interval = max(5.0, 5 * container.settings().refresh_seconds)
-    started = False
-
-    @app.before_request
-    def _start_aggregation() -> None:
-        nonlocal started
-        if not started:
-            started = True
-            if not app.testing:
-                manager.start_background(interval)
-
-    hooks = getattr(app, "shutdown_hooks", None)
-    if hooks is not None:
-        hooks.append(manager.stop_background)

@@ -2,8 +2,9 @@
 
 The three ecoseller dashboard routes (notes 1.7) and the built-in dashboard page read their figures from here.
 Metric definitions and how they stay fast on a large log: ``storage/monitoring.py``. Before answering, a call
-spends a small time budget on the incremental aggregation (rollup, hit evaluation); a background thread of the web
-process does the same every few seconds, so a dashboard call never waits for a backlog.
+spends a small time budget on the incremental aggregation (rollup, hit evaluation); a background thread of the
+trainer process does the same every few seconds (``start_background``), so a dashboard call never waits for a
+backlog and the web workers never spend their CPU on it.
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ import sys
 import textwrap
 import threading
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -109,6 +110,32 @@ def test_sigterm_stops_an_idle_trainer_with_status_0(container, sqlite_only) -> 
     finally:
         if process.poll() is None:
             process.kill()
+
+
+def test_a_running_trainer_folds_the_prediction_log_into_the_dashboard_rollups(container) -> None:  # type: ignore[no-untyped-def]
+    """The aggregation behind the dashboard runs in the trainer process (never in web workers)."""
+    from recommender_system.storage.monitoring import ROLLED_PREDICTION, MonitoringStore
+    from recommender_system.storage.tables import utcnow
+    from tests.api.test_dashboard import log_predictions
+
+    an_hour_ago = utcnow() - timedelta(hours=1)
+    log_predictions(container.database(), [(an_hour_ago, "HOMEPAGE", "popularity", ["1", "2"], "s1")] * 3)
+
+    def watermark() -> int:
+        with container.database().session() as session:
+            return MonitoringStore().watermark(session, ROLLED_PREDICTION)
+
+    assert watermark() == 0
+    process = _start("import sys; from trainer.__main__ import main; sys.exit(main(['--poll-seconds', '0.2']))")
+    try:
+        _wait_for(process, "started")
+        deadline = time.monotonic() + 60  # the first round runs after one interval (5 s here)
+        while watermark() == 0 and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert watermark() >= 3
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
 
 
 def test_sigterm_during_a_fit_gives_the_job_back(container, sqlite_only) -> None:  # type: ignore[no-untyped-def]
