@@ -256,6 +256,16 @@ def load_objects(container: Any, objects: Sequence[Row], progress: bool = True) 
     ]
     with tqdm(total=len(objects), desc="demo data", unit="obj", disable=not progress) as bar:
         manager.store_batches(validated, on_batch=bar.update)
+    refresh_statistics(container.database())
     loaded = dict(Counter(obj["_model_class"] for obj in objects))
     logger.info("demo data loaded: %s", ", ".join(f"{count} {name}" for name, count in loaded.items()))
     return loaded
+
+
+def refresh_statistics(database: Any) -> None:
+    """``ANALYZE`` after a bulk load, so that the planner sees the tables' real sizes at once (autovacuum would
+    only catch up later); a no-op for SQLite, whose queries are planned without statistics here."""
+    if database.is_sqlite:
+        return
+    with database.engine.connect() as connection:
+        connection.execution_options(isolation_level="AUTOCOMMIT").exec_driver_sql("ANALYZE")

@@ -71,11 +71,10 @@ class HistoryStore:
     def __init__(self, database: Database) -> None:
         self._database = database
         self._postgresql = database.engine.dialect.name == "postgresql"
+        build = _postgresql_statement if self._postgresql else self._statement
         self._shapes = {
             (has_session, has_user): _Shape(
-                f"rs_history_{int(has_session)}{int(has_user)}",
-                self._statement(has_session, has_user),
-                self._postgresql,
+                f"rs_history_{int(has_session)}{int(has_user)}", build(has_session, has_user), self._postgresql
             )
             for has_session in (False, True)
             for has_user in (False, True)
@@ -272,3 +271,50 @@ class HistoryStore:
 
 def _time_then_sequence(row: tuple[Any, ...]) -> tuple[Any, Any]:
     return row[4], row[5]
+
+
+def _postgresql_statement(has_session: bool, has_user: bool) -> str:
+    """The same rows as ``HistoryStore._statement``, written for a plan that stays right for every shopper.
+
+    It is prepared once with a generic plan, which knows neither the session nor how many events it has; with
+    real statistics PostgreSQL then chose to walk the whole view table newest first. Here every event table is
+    reached through a ``LATERAL`` index lookup per session (or per order, per user), so only those rows are read;
+    ``OFFSET 0`` keeps the planner from flattening a lookup into a join that scans the table.
+    """
+    user = "CAST(:user_id AS VARCHAR)" if has_user else "(SELECT user_id FROM shop_session WHERE id = :session_id)"
+    this_session = "UNION SELECT CAST(:session_id AS VARCHAR)" if has_session else ""
+
+    def events(kind: str, table: str) -> str:
+        return f"""(SELECT '{kind}' AS kind, e.session_id, e.product_variant_sku AS sku, CAST(1.0 AS FLOAT) AS value,
+                e.created_at, e.id AS sequence
+            FROM shopper_sessions AS s CROSS JOIN LATERAL (
+                SELECT session_id, product_variant_sku, created_at, id FROM {table}
+                WHERE session_id = s.id ORDER BY created_at DESC, id DESC LIMIT :limit) AS e
+            ORDER BY e.created_at DESC, e.id DESC LIMIT :limit)"""
+
+    return f"""WITH shopper AS MATERIALIZED (SELECT {user} AS user_id),
+    shopper_sessions AS MATERIALIZED (
+        SELECT id FROM shop_session WHERE user_id = (SELECT user_id FROM shopper) {this_session}),
+    order_tokens AS MATERIALIZED (
+        SELECT o.token FROM shopper_sessions AS s CROSS JOIN LATERAL (
+            SELECT token FROM shop_order WHERE session_id = s.id OFFSET 0) AS o
+        UNION SELECT token FROM shop_order WHERE user_id = (SELECT user_id FROM shopper)),
+    review_ids AS MATERIALIZED (
+        SELECT r.id FROM shopper_sessions AS s
+        CROSS JOIN LATERAL (SELECT id FROM review WHERE session_id = s.id OFFSET 0) AS r
+        UNION SELECT id FROM review WHERE user_id = (SELECT user_id FROM shopper))
+{events("view", "product_detail_enter")}
+UNION ALL
+{events("cart", "product_add_to_cart")}
+UNION ALL
+(SELECT 'order', o.session_id, l.product_variant_sku, CAST(l.quantity AS FLOAT), o.created_at, l.line_number
+    FROM order_tokens AS t CROSS JOIN LATERAL (
+        SELECT token, session_id, created_at FROM shop_order WHERE token = t.token AND deleted IS FALSE OFFSET 0) AS o
+    CROSS JOIN LATERAL (
+        SELECT product_variant_sku, quantity, line_number FROM order_line WHERE order_token = o.token OFFSET 0) AS l
+    ORDER BY o.created_at DESC, l.line_number DESC LIMIT :limit)
+UNION ALL
+(SELECT 'review', r.session_id, r.product_variant_sku, CAST(r.rating AS FLOAT), r.created_at, r.id
+    FROM review_ids AS i CROSS JOIN LATERAL (
+        SELECT session_id, product_variant_sku, rating, created_at, id FROM review WHERE id = i.id OFFSET 0) AS r
+    ORDER BY r.created_at DESC, r.id DESC LIMIT :limit)"""
