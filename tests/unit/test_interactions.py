@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 import numpy as np
 import pandas as pd
 import pytest
+import scipy.sparse as sp
 
 from recommender_system.domain import Page, RecommendationContext, SessionHistory
 from recommender_system.prediction.config import EaseConfig, EventWeights
@@ -21,6 +22,7 @@ from recommender_system.prediction.models.interactions import (
     retrieve_top,
     scores_for_candidates,
     time_split,
+    weighted_row_sum,
 )
 from tests.factories import CatalogBuilder
 
@@ -176,3 +178,20 @@ def test_retrieval_of_a_few_equals_the_head_of_the_full_ranking(size: int) -> No
     usable = np.flatnonzero(catalog.recommendable[to_catalog] & ~np.isnan(item_scores))
     expected = sorted(usable.tolist(), key=lambda item: (-item_scores[item], to_catalog[item]))
     assert retrieve_top(item_scores, alignment, catalog, size).tolist() == to_catalog[expected][:size].tolist()
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_weighted_row_sum_equals_the_sparse_product(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    keep = np.ones(40, dtype=np.float32)
+    keep[3] = 0  # an empty row among the chosen ones
+    matrix = sp.csr_matrix(sp.diags(keep) @ sp.random(40, 30, density=0.15, random_state=seed, dtype=np.float32))
+    matrix.eliminate_zeros()
+    rows = np.array([0, 3, 7, 7, 21, 39])  # repeated rows add up
+    weights = rng.random(len(rows)).astype(np.float32)
+    expected = np.asarray(matrix[rows].T.astype(np.float64) @ weights.astype(np.float64)).ravel()
+    got = weighted_row_sum(matrix, rows, weights)
+    assert got.dtype == np.float64 and got.shape == (30,)
+    assert np.allclose(got, expected, rtol=1e-12, atol=1e-12)
+    assert weighted_row_sum(matrix, np.array([3]), np.array([2.0])).tolist() == [0.0] * 30
+    assert weighted_row_sum(matrix, np.array([], dtype=np.int64), np.array([])).tolist() == [0.0] * 30

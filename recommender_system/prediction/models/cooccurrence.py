@@ -32,6 +32,7 @@ from recommender_system.prediction.models.interactions import (
     holdout_enabled,
     holdout_metrics,
     holdout_split,
+    weighted_row_sum,
 )
 
 logger = logging.getLogger(__name__)
@@ -161,7 +162,7 @@ class CooccurrenceModel(ItemScoreServing, PredictionModel):
         indices, values = context_items(ctx, self._item_index, self._event_weights)
         if len(indices) == 0:
             return None
-        return np.asarray(contributions[indices].T @ values, dtype=np.float64).ravel()
+        return weighted_row_sum(contributions, indices, values)
 
     def is_ready(self, ctx: RecommendationContext, catalog: CatalogSnapshot) -> bool:
         if self._contributions is None:
