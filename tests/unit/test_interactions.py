@@ -195,3 +195,13 @@ def test_weighted_row_sum_equals_the_sparse_product(seed: int) -> None:
     assert np.allclose(got, expected, rtol=1e-12, atol=1e-12)
     assert weighted_row_sum(matrix, np.array([3]), np.array([2.0])).tolist() == [0.0] * 30
     assert weighted_row_sum(matrix, np.array([], dtype=np.int64), np.array([])).tolist() == [0.0] * 30
+
+
+def test_retrieval_follows_stock_changes_of_a_new_catalogue_revision() -> None:
+    alignment = CatalogAlignment(np.array(["a", "b"], dtype=object))
+    item_scores = np.array([2.0, 1.0])
+    before = CatalogBuilder(revision=1).add("a").add("b").build()
+    assert retrieve_top(item_scores, alignment, before, 10).tolist() == [0, 1]
+    sold_out = CatalogBuilder(revision=2).add("a", stock=0).add("b").build()
+    assert retrieve_top(item_scores, alignment, sold_out, 10).tolist() == [1]
+    assert retrieve_top(item_scores, alignment, before, 10).tolist() == [0, 1]  # back to revision 1

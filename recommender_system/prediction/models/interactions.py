@@ -297,6 +297,7 @@ class CatalogAlignment:
         self._items = [str(sku) for sku in items]
         self._lock = threading.Lock()
         self._cached: tuple[int, int, np.ndarray, np.ndarray] | None = None
+        self._recommendable: tuple[int, int, np.ndarray] | None = None
 
     def arrays(self, catalog: CatalogSnapshot) -> tuple[np.ndarray, np.ndarray]:
         """(catalogue index of each model item or -1, model item of each catalogue index or -1)."""
@@ -310,6 +311,20 @@ class CatalogAlignment:
         with self._lock:
             self._cached = (catalog.revision, len(catalog), to_catalog, to_model)
         return to_catalog, to_model
+
+    def recommendable_items(self, catalog: CatalogSnapshot) -> np.ndarray:
+        """The model items whose variant the catalogue may recommend, in model order (cached with ``arrays``)."""
+        cached = self._recommendable
+        if cached is not None and cached[0] == catalog.revision and cached[1] == len(catalog):
+            return cached[2]
+        to_catalog, _ = self.arrays(catalog)
+        usable = to_catalog >= 0
+        if len(catalog):
+            usable[usable] = catalog.recommendable[to_catalog[usable]]
+        items = np.flatnonzero(usable)
+        with self._lock:
+            self._recommendable = (catalog.revision, len(catalog), items)
+        return items
 
 
 def scores_for_candidates(
@@ -334,14 +349,13 @@ def retrieve_top(
     to_catalog, _ = alignment.arrays(catalog)
     if size <= 0 or len(to_catalog) == 0:
         return np.array([], dtype=np.int64)
-    usable = to_catalog >= 0
-    if len(catalog):
-        usable[usable] = catalog.recommendable[to_catalog[usable]]
-    usable &= np.isfinite(item_scores)
-    items = np.flatnonzero(usable)
+    items = alignment.recommendable_items(catalog)
+    keys = item_scores[items]
+    finite = np.isfinite(keys)
+    if not finite.all():
+        items, keys = items[finite], keys[finite]
     if len(items) == 0:
         return np.array([], dtype=np.int64)
-    keys = item_scores[items]
     if size < len(items) // 2:  # a partial selection: only what reaches the size-th best score, ties included
         threshold = -np.partition(-keys, size - 1)[size - 1]
         chosen = np.flatnonzero(keys >= threshold)
