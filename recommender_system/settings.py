@@ -12,6 +12,13 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 DEFAULT_VAR_DIR = Path("var")
 
 
+def usable_cpus() -> int | None:
+    """The CPUs this process may run on (a container's cpuset, not the host's count, where the OS says)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count()
+
+
 def default_web_workers(cpus: int | None) -> int:
     """Two worker processes per CPU, 2 to 8: a prediction is CPU-bound Python, so processes (not threads) give
     parallelism, and the second per CPU keeps it busy while the other waits for the database."""
@@ -36,7 +43,7 @@ class Settings(BaseSettings):
         default="sync",
         description="gunicorn worker class: sync (one request at a time per process, no keep-alive) or gthread",
     )
-    web_workers: int = Field(default_factory=lambda: default_web_workers(os.cpu_count()), ge=1, le=64)
+    web_workers: int = Field(default_factory=lambda: default_web_workers(usable_cpus()), ge=1, le=64)
     web_threads: int = Field(default=4, ge=1, le=256, description="threads per worker (gthread only)")
     refresh_seconds: float = Field(
         default=2.0,

@@ -15,6 +15,13 @@ def test_default_is_sync_workers_two_per_cpu() -> None:
     assert "threads" not in options and "keepalive" not in options  # sync workers close after each response
 
 
+def test_the_default_counts_the_cpus_this_process_may_use(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1, 2}, raising=False)
+    monkeypatch.setattr("os.cpu_count", lambda: 64)
+    monkeypatch.delenv("RS_WEB_WORKERS", raising=False)
+    assert Settings().web_workers == 6
+
+
 def test_threaded_workers_get_threads_and_keepalive(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RS_WEB_WORKER_CLASS", "gthread")
     monkeypatch.setenv("RS_WEB_THREADS", "6")
