@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +33,17 @@ logger = logging.getLogger(__name__)
 
 UNTRAINED_MODEL_NAMES: tuple[str, ...] = tuple(name for name, spec in SPECS.items() if not spec.trainable)
 WATCHED_REVISIONS = (revisions.CATALOG, revisions.ORDERS, revisions.CONFIG, revisions.MODELS)
+LOAD_RETRY_FIRST_SECONDS = 2.0
+LOAD_RETRY_MAX_SECONDS = 300.0
+"""A published version that fails to load (an artefact volume not mounted yet, a corrupt file) is tried again
+after 2 s, then after twice as long each time, up to every 5 minutes, until it loads or another is published."""
+
+
+@dataclass(frozen=True)
+class _FailedLoad:
+    version: str
+    attempts: int
+    retry_at: float
 
 
 class VersionSource(Protocol):
@@ -103,6 +115,8 @@ class ModelManager:
         self._thread: threading.Thread | None = None
         self._failing = False
         self._versions_failing = False
+        self._failed_loads: dict[str, _FailedLoad] = {}
+        self._clock = time.monotonic
 
     # --- serving ----------------------------------------------------------------------------------------------
     @property
@@ -162,7 +176,8 @@ class ModelManager:
                     for name in WATCHED_REVISIONS
                     if not self._refreshed or current.get(name) != previous.revisions.get(name)
                 }
-                if not changed:
+                retry = self._load_retry_due()
+                if not changed and not retry:
                     return False
                 config = self._config_store.latest(session) if revisions.CONFIG in changed else previous.config
                 half_life = config.popularity_config.half_life_days
@@ -172,7 +187,7 @@ class ModelManager:
                     catalog = self._snapshot_store.with_orders(session, previous.catalog, half_life)
                 else:
                     catalog = previous.catalog
-            versions = self._current_versions() if revisions.MODELS in changed else None
+            versions = self._current_versions() if revisions.MODELS in changed or retry else None
 
             current = dict(current)
             if revisions.MODELS in changed and versions is None:
@@ -185,8 +200,9 @@ class ModelManager:
                 self._load_versions(models, versions)
             self._state = ServingState(config=config, catalog=catalog, models=models, revisions=current)
             self._refreshed = True
-            level = logging.DEBUG if changed == {revisions.ORDERS} else logging.INFO  # orders change all the time
-            logger.log(level, "serving state refreshed (%s changed)", ", ".join(sorted(changed)))
+            level = logging.DEBUG if changed <= {revisions.ORDERS} else logging.INFO  # orders change all the time
+            what = f"{', '.join(sorted(changed))} changed" if changed else "a failed model load retried"
+            logger.log(level, "serving state refreshed (%s)", what)
             return True
 
     def _current_versions(self) -> dict[str, ModelVersion] | None:
@@ -212,17 +228,44 @@ class ModelManager:
                 if models.pop(name, None) is not None:
                     logger.info("%s has no published version any more; unloaded", name)
                 self._loaded_versions.pop(name, None)
+                self._failed_loads.pop(name, None)
                 continue
             if self._loaded_versions.get(name) == published.version and name in models:
                 continue
+            failed = self._failed_loads.get(name)
+            if failed is not None and failed.version == published.version and failed.retry_at > self._clock():
+                continue  # not due again yet
             try:
                 directory = self._artefact_directory(name, published)
                 models[name] = model_class(name).load(directory, published.version)
-            except Exception:  # noqa: BLE001 - the previous version (if any) keeps serving
-                logger.exception("loading %s version %s failed; keeping the previous one", name, published.version)
+            except Exception as error:  # noqa: BLE001 - the previous version (if any) keeps serving
+                self._record_failed_load(name, published.version, failed, error)
                 continue
+            self._failed_loads.pop(name, None)
             self._loaded_versions[name] = published.version
             logger.info("loaded %s version %s", name, published.version)
+
+    def _record_failed_load(self, name: str, version: str, failed: _FailedLoad | None, error: Exception) -> None:
+        attempts = failed.attempts + 1 if failed is not None and failed.version == version else 1
+        delay = min(LOAD_RETRY_FIRST_SECONDS * 2 ** (attempts - 1), LOAD_RETRY_MAX_SECONDS)
+        self._failed_loads[name] = _FailedLoad(version, attempts, self._clock() + delay)
+        if attempts == 1:
+            logger.exception(
+                "loading %s version %s failed; keeping the previous one, trying again in %.0f s", name, version, delay
+            )
+        else:  # the traceback was logged at the first failure
+            logger.warning(
+                "loading %s version %s failed again (attempt %d: %s); trying again in %.0f s",
+                name,
+                version,
+                attempts,
+                error,
+                delay,
+            )
+
+    def _load_retry_due(self) -> bool:
+        now = self._clock()
+        return any(failed.retry_at <= now for failed in self._failed_loads.values())
 
     def _artefact_directory(self, name: str, published: ModelVersion) -> Path:
         """Where to load a version from: checked against its manifest when the store can verify (a corrupt or

@@ -77,6 +77,38 @@ def test_a_published_version_is_loaded_and_a_broken_one_never_replaces_it(contai
     assert "cooccurrence" not in manager.state.models
 
 
+def test_a_version_that_fails_to_load_is_tried_again_with_back_off(container, manager, caplog) -> None:  # type: ignore[no-untyped-def]
+    """E.g. the artefact volume is not mounted yet: no new publication is needed for the model to come up."""
+    import logging
+    import shutil
+
+    now = [1000.0]
+    manager._clock = lambda: now[0]
+    publish(container, "v1")
+    directory = container.artefact_store().directory("cooccurrence", "v1")
+    hidden = directory.with_name("v1-hidden")
+    shutil.move(directory, hidden)
+    with caplog.at_level(logging.WARNING, logger="recommender_system.managers.model"):
+        assert manager.refresh() is True
+        assert "cooccurrence" not in manager.state.models
+        now[0] += 1.9
+        assert manager.refresh() is False  # the first retry is due after 2 s
+        now[0] += 0.2
+        assert manager.refresh() is True  # tried (and failed) again; the next wait is 4 s
+        now[0] += 3.9
+        assert manager.refresh() is False
+    failures = [r for r in caplog.records if "cooccurrence version v1" in r.getMessage()]
+    assert [r.exc_info is not None for r in failures] == [True, False]  # one traceback, then a line per retry
+    assert "attempt 2" in failures[1].getMessage()
+
+    shutil.move(hidden, directory)
+    now[0] += 0.2
+    assert manager.refresh() is True
+    assert manager.state.models["cooccurrence"].identifier == "cooccurrence_v1"
+    now[0] += 1000
+    assert manager.refresh() is False  # nothing left to retry
+
+
 def test_only_what_changed_is_rebuilt(container, manager) -> None:  # type: ignore[no-untyped-def]
     assert manager.refresh() is False
     catalog = manager.state.catalog
