@@ -58,7 +58,9 @@ class Container(containers.DeclarativeContainer):
 
     # --- predictions: serving state, category cache, pipeline, prediction log (issue 3) ---
     snapshot_store = providers.Singleton(SnapshotStore)
-    history_store = providers.Singleton(HistoryStore, database=database)
+    history_store = providers.Singleton(
+        HistoryStore, database=database, prepared=settings.provided.database_prepared_statements
+    )
     prediction_log_store = providers.Singleton(PredictionLogStore)
     model_manager = providers.Singleton(
         ModelManager,

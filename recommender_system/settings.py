@@ -34,6 +34,11 @@ class Settings(BaseSettings):
         default=f"sqlite:///{DEFAULT_VAR_DIR / 'recommender.db'}",
         description="SQLAlchemy URL; the default is an embedded SQLite file under ./var/",
     )
+    database_prepared_statements: bool = Field(
+        default=True,
+        description="PostgreSQL: prepare the per-prediction query once per connection; false behind PgBouncer's "
+        "transaction pooling",
+    )
     artefact_dir: Path = Field(default=DEFAULT_VAR_DIR / "artefacts")
     server_host: str = "0.0.0.0"
     server_port: int = Field(default=8086, ge=1, le=65535)

@@ -50,31 +50,45 @@ _PLACEHOLDER = re.compile(r":(session_id|user_id|limit)\b")
 
 
 class _Shape:
-    """One of the four statement shapes (session and/or user known), in the driver's numbered parameter style."""
+    """One of the four statement shapes (session and/or user known), in the form the driver runs: SQLite's
+    numbered ``?1``; on PostgreSQL ``EXECUTE`` of a statement prepared as ``$1`` (``prepared``), else plain
+    text with named ``%(name)s`` parameters (behind a pooler that cannot keep prepared statements)."""
 
-    def __init__(self, name: str, sql: str, postgresql: bool) -> None:
+    def __init__(self, name: str, sql: str, postgresql: bool, prepared: bool = True) -> None:
         self.parameters = tuple(dict.fromkeys(_PLACEHOLDER.findall(sql)))  # in order of first use
+        self.named = postgresql and not prepared
+        self.prepare: str | None = None
+        if self.named:
+            self.sql = _PLACEHOLDER.sub(lambda m: f"%({m.group(1)})s", sql)
+            return
         marker = "$" if postgresql else "?"  # PostgreSQL's $1 in PREPARE, SQLite's ?1
         numbered = _PLACEHOLDER.sub(lambda m: f"{marker}{self.parameters.index(m.group(1)) + 1}", sql)
         if postgresql:
-            self.prepare: str | None = f"PREPARE {name} AS {numbered}"
+            self.prepare = f"PREPARE {name} AS {numbered}"
             self.sql = f"EXECUTE {name} ({', '.join(['%s'] * len(self.parameters))})"
         else:
-            self.prepare = None
             self.sql = numbered
 
-    def arguments(self, values: dict[str, object]) -> tuple[object, ...]:
+    def arguments(self, values: dict[str, object]) -> tuple[object, ...] | dict[str, object]:
+        if self.named:
+            return {name: values[name] for name in self.parameters}
         return tuple(values[name] for name in self.parameters)
 
 
 class HistoryStore:
-    def __init__(self, database: Database) -> None:
+    def __init__(self, database: Database, prepared: bool = True) -> None:
+        """``prepared``: on PostgreSQL, prepare the statements once per connection (turn it off behind a pooler in
+        transaction mode, such as PgBouncer, where a connection's prepared statements do not follow the client)."""
         self._database = database
         self._postgresql = database.engine.dialect.name == "postgresql"
+        self._prepared = prepared
         build = _postgresql_statement if self._postgresql else self._statement
         self._shapes = {
             (has_session, has_user): _Shape(
-                f"rs_history_{int(has_session)}{int(has_user)}", build(has_session, has_user), self._postgresql
+                f"rs_history_{int(has_session)}{int(has_user)}",
+                build(has_session, has_user),
+                self._postgresql,
+                prepared,
             )
             for has_session in (False, True)
             for has_user in (False, True)
@@ -110,7 +124,7 @@ class HistoryStore:
         self._local = threading.local()
 
     # --- connections ----------------------------------------------------------------------------------------------
-    def _fetch(self, shape: _Shape, arguments: tuple[object, ...]) -> list[tuple[Any, ...]]:
+    def _fetch(self, shape: _Shape, arguments: tuple[object, ...] | dict[str, object]) -> list[tuple[Any, ...]]:
         cursor = self._connection().cursor()
         try:
             cursor.execute(shape.sql, arguments)
@@ -128,10 +142,11 @@ class HistoryStore:
         connection = proxied.dbapi_connection
         if self._postgresql:
             connection.autocommit = True
-            # one round trip: the parameters are not skewed, so each shape is planned once, generically
-            setup = ["SET plan_cache_mode = force_generic_plan", *(shape.prepare for shape in self._shapes.values())]
-            with connection.cursor() as cursor:
-                cursor.execute(";\n".join(str(statement) for statement in setup))
+            if self._prepared:
+                # one round trip: the parameters are not skewed, so each shape is planned once, generically
+                setup = ["SET plan_cache_mode = force_generic_plan", *(s.prepare for s in self._shapes.values())]
+                with connection.cursor() as cursor:
+                    cursor.execute(";\n".join(str(statement) for statement in setup))
         else:
             connection.isolation_level = None  # autocommit: each query reads the newest committed data
         self._local.held = connection

@@ -177,3 +177,32 @@ def test_close_closes_every_thread_connection(seeded) -> None:  # type: ignore[n
             connection.cursor().execute("SELECT 1")
     assert store.load("s1").visited == ("x1", "x2", "x1")  # a later load reconnects
     store.close()
+
+
+def test_without_prepared_statements_the_same_rows_come_from_one_plain_statement(seeded) -> None:  # type: ignore[no-untyped-def]
+    """For PostgreSQL behind a pooler in transaction mode (PgBouncer), where prepared statements do not work."""
+    plain, prepared = HistoryStore(seeded, prepared=False), HistoryStore(seeded)
+    try:
+        for session_id, user_id in [("s1", "u7"), ("s1", None), (None, "u7"), ("nobody", None)]:
+            assert plain.load(session_id, user_id) == prepared.load(session_id, user_id)
+        counting = CountingConnection(plain._local.held)
+        plain._local.held = counting
+        plain.load("s1", "u7")
+        assert len(counting.statements) == 1 and not counting.statements[0].startswith("EXECUTE")
+        if not seeded.is_sqlite:
+            with counting.connection.cursor() as cursor:
+                cursor.execute("SELECT count(*) FROM pg_prepared_statements")
+                assert cursor.fetchone() == (0,)
+    finally:
+        plain.close()
+        prepared.close()
+
+
+def test_the_setting_turns_preparing_off(settings_env, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from recommender_system.container import Container
+
+    assert Container().history_store()._prepared is True
+    monkeypatch.setenv("RS_DATABASE_PREPARED_STATEMENTS", "false")
+    container = Container()
+    assert container.history_store()._prepared is False
+    container.database().dispose()
