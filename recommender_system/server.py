@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from gunicorn.app.base import BaseApplication
@@ -27,14 +28,15 @@ class _Gunicorn(BaseApplication):  # type: ignore[misc]
 
 
 def limit_native_threads() -> None:
-    """One BLAS/OpenMP and torch thread per web process: its request threads (and the other workers) are the
-    parallelism. A request's matrix products are small; letting each spread over every core made the workers'
-    native threads spin against each other and roughly doubled the CPU time of a prediction."""
-    import torch
+    """One BLAS/OpenMP thread per web process: its request threads (and the other workers) are the parallelism.
+    A request's matrix products are small; letting each spread over every core made the workers' native threads
+    spin against each other and roughly doubled the CPU time of a prediction. Libraries already loaded are limited
+    now, and the environment makes those loaded later (torch, when GRU4Rec is served) start with one thread."""
     from threadpoolctl import threadpool_limits
 
+    for variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[variable] = "1"
     threadpool_limits(1)
-    torch.set_num_threads(1)
 
 
 def gunicorn_options(settings: Settings, workers: int | None = None, threads: int | None = None) -> dict[str, Any]:

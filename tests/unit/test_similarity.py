@@ -476,3 +476,33 @@ def test_save_load_round_trip(tmp_path: Path) -> None:
     np.testing.assert_array_equal(loaded.score(ctx, catalog, candidates), model.score(ctx, catalog, candidates))
     assert loaded.retrieve(ctx, catalog, 20).tolist() == model.retrieve(ctx, catalog, 20).tolist()
     np.testing.assert_array_equal(loaded.distances(catalog, candidates[:30]), model.distances(catalog, candidates[:30]))
+
+
+def test_a_loaded_model_serves_without_importing_torch(tmp_path: Path) -> None:
+    """torch (about 190 MB per process) is only for the fit's neighbour search; a web worker never imports it."""
+    import json
+    import subprocess
+    import sys
+
+    model, _, skus = serving_case()
+    model.save(tmp_path)
+    script = f"""
+import sys
+import numpy as np
+from recommender_system.server import limit_native_threads
+limit_native_threads()
+from recommender_system.prediction.models.similarity import SimilarityModel
+from tests.unit.test_similarity import detail, snapshot
+skus = {json.dumps(skus)}
+catalog = snapshot(skus)
+loaded = SimilarityModel.load({str(tmp_path)!r}, "v1")
+candidates = np.arange(len(catalog))
+loaded.score(detail(skus[2]), catalog, candidates)
+loaded.retrieve(detail(skus[2]), catalog, 10)
+loaded.distances(catalog, candidates[:20])
+assert "torch" not in sys.modules, "torch was imported"
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=Path(__file__).resolve().parents[2], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr[-2000:]

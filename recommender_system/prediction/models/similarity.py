@@ -60,11 +60,10 @@ from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import pandas as pd
-import torch
 
 from recommender_system.domain import CatalogSnapshot, RecommendationContext
 from recommender_system.prediction.config import SimilarityConfig
@@ -75,6 +74,9 @@ from recommender_system.prediction.models.base import (
     TrainingData,
     load_mapped,
 )
+
+if TYPE_CHECKING:  # torch is imported only where a fit searches neighbours: serving never needs it
+    import torch
 
 logger = logging.getLogger(__name__)
 
@@ -391,6 +393,8 @@ def _bf16_split(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def _filter_tensor(values: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
     """A tensor of float32 values that are all exactly representable in bfloat16 (so no rounding happens)."""
+    import torch
+
     values = np.ascontiguousarray(values, dtype=np.float32)
     if dtype is torch.bfloat16:
         upper = (values.view(np.uint32) >> np.uint32(16)).astype(np.uint16)
@@ -615,6 +619,8 @@ def _exact_search(features: VariantFeatures, columns: np.ndarray, k: int) -> lis
 
 
 def _pick_dtype(settings: SearchSettings) -> torch.dtype:
+    import torch
+
     if settings.dtype == "float32":
         return torch.float32
     if settings.dtype == "bfloat16":
@@ -648,6 +654,8 @@ def _filtered_search(
     features: VariantFeatures, columns: np.ndarray, k: int, settings: SearchSettings
 ) -> tuple[list[tuple[np.ndarray, _Neighbours]], int]:
     """Filter-and-verify search over row blocks of alike variants (see the module docstring)."""
+    import torch
+
     dtype = _pick_dtype(settings)
     int_view = torch.int16 if dtype is torch.bfloat16 else torch.int32  # the sign bit, read as an integer
     order = _sort_key(features)
