@@ -1,5 +1,9 @@
-"""Regenerate the initial revision from ``storage/tables.py`` (pre-release only: while the schema has never shipped,
-the first migration is kept as one revision that mirrors the tables exactly).
+"""Regenerate the initial revision from ``storage/tables.py`` (pre-release only: while the schema had never shipped,
+the first migration was kept as one revision that mirrors the tables exactly).
+
+Retired once a second revision exists (0002 and later change databases that already hold data): it then refuses to
+run. Write a new revision instead (``alembic revision --autogenerate -m ...``); ``tests/integration/
+test_migrations.py`` checks that the migrated schema equals the tables.
 
 Usage: ``.venv/bin/python migrations/regenerate_initial.py``. Deterministic: same tables, same file.
 """
@@ -19,6 +23,9 @@ MESSAGE = "create catalogue, event, training and prediction log tables"
 
 
 def main() -> None:
+    later = sorted(path.name for path in VERSIONS.glob("*.py") if not path.name.startswith("0001"))
+    if later:
+        raise SystemExit(f"refusing to rewrite 0001: later revisions build on it ({', '.join(later)})")
     for old in VERSIONS.glob("*0001*.py"):
         old.unlink()
     with tempfile.TemporaryDirectory() as tmp:

@@ -409,13 +409,16 @@ class PredictionLog(Base):
 
 
 class PredictionLogItem(Base):
-    """The top positions (< 10, the dashboard's k) of each logged prediction, for hit rate and coverage."""
+    """The top positions (< 10, the dashboard's k) of each logged prediction, for hit rate and coverage.
+
+    ``prediction_id`` is the ``prediction_log.id`` the rows were written with, in the same transaction by the one
+    writer (``PredictionLogStore.insert_many``). It has no foreign key on purpose: PostgreSQL checked it once per
+    row with a plan cached while the log was empty, a sequential scan that grew with the log and came to cost
+    more CPU than the predictions themselves. Whatever deletes log rows deletes their items too."""
 
     __tablename__ = "prediction_log_item"
     __table_args__ = (Index("ix_prediction_log_item_session_sku", "session_id", "product_variant_sku"),)
-    prediction_id: Mapped[int] = mapped_column(
-        BigInteger, ForeignKey("prediction_log.id", ondelete="CASCADE"), primary_key=True
-    )
+    prediction_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     position: Mapped[int] = mapped_column(Integer, primary_key=True)
     product_variant_sku: Mapped[str] = mapped_column(Sku)
     session_id: Mapped[str | None] = mapped_column(SessionKey)
