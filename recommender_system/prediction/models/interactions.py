@@ -296,35 +296,33 @@ class CatalogAlignment:
     def __init__(self, items: np.ndarray) -> None:
         self._items = [str(sku) for sku in items]
         self._lock = threading.Lock()
-        self._cached: tuple[int, int, np.ndarray, np.ndarray] | None = None
-        self._recommendable: tuple[int, int, np.ndarray] | None = None
+        # (revision, catalogue length, to_catalog, to_model, recommendable model items)
+        self._cached: tuple[int, int, np.ndarray, np.ndarray, np.ndarray] | None = None
 
     def arrays(self, catalog: CatalogSnapshot) -> tuple[np.ndarray, np.ndarray]:
         """(catalogue index of each model item or -1, model item of each catalogue index or -1)."""
+        cached = self._aligned(catalog)
+        return cached[2], cached[3]
+
+    def recommendable_items(self, catalog: CatalogSnapshot) -> np.ndarray:
+        """The model items whose variant the catalogue may recommend, in model order."""
+        return self._aligned(catalog)[4]
+
+    def _aligned(self, catalog: CatalogSnapshot) -> tuple[int, int, np.ndarray, np.ndarray, np.ndarray]:
         cached = self._cached
         if cached is not None and cached[0] == catalog.revision and cached[1] == len(catalog):
-            return cached[2], cached[3]
+            return cached
         to_catalog = catalog.indices(self._items)
         to_model = np.full(len(catalog), -1, dtype=np.int64)
         known = to_catalog >= 0
         to_model[to_catalog[known]] = np.flatnonzero(known)
-        with self._lock:
-            self._cached = (catalog.revision, len(catalog), to_catalog, to_model)
-        return to_catalog, to_model
-
-    def recommendable_items(self, catalog: CatalogSnapshot) -> np.ndarray:
-        """The model items whose variant the catalogue may recommend, in model order (cached with ``arrays``)."""
-        cached = self._recommendable
-        if cached is not None and cached[0] == catalog.revision and cached[1] == len(catalog):
-            return cached[2]
-        to_catalog, _ = self.arrays(catalog)
-        usable = to_catalog >= 0
+        usable = known.copy()
         if len(catalog):
             usable[usable] = catalog.recommendable[to_catalog[usable]]
-        items = np.flatnonzero(usable)
+        cached = (catalog.revision, len(catalog), to_catalog, to_model, np.flatnonzero(usable))
         with self._lock:
-            self._recommendable = (catalog.revision, len(catalog), items)
-        return items
+            self._cached = cached
+        return cached
 
 
 def scores_for_candidates(
