@@ -6,7 +6,7 @@ query stays cheap for a shopper with a long past; every branch is served by a (s
 
 This is the one database round trip of a prediction, so it bypasses the ORM: each serving thread keeps its own
 DBAPI connection in autocommit mode (no BEGIN/COMMIT, no pool checkout or pre-ping), and on PostgreSQL the query is
-a prepared statement with a generic plan (planning the four-branch union cost more than running it). A connection
+a prepared statement with a generic plan (planning it cost more than running it; ``_postgresql_statement``). A connection
 that fails is dropped and the query retried once on a new one (a restarted database costs one failed attempt).
 """
 
@@ -80,7 +80,7 @@ class HistoryStore:
         """``prepared``: on PostgreSQL, prepare the statements once per connection (turn it off behind a pooler in
         transaction mode, such as PgBouncer, where a connection's prepared statements do not follow the client)."""
         self._database = database
-        self._postgresql = database.engine.dialect.name == "postgresql"
+        self._postgresql = not database.is_sqlite
         self._prepared = prepared
         build = _postgresql_statement if self._postgresql else self._statement
         self._shapes = {
