@@ -6,8 +6,9 @@ query stays cheap for a shopper with a long past; every branch is served by a (s
 
 This is the one database round trip of a prediction, so it bypasses the ORM: each serving thread keeps its own
 DBAPI connection in autocommit mode (no BEGIN/COMMIT, no pool checkout or pre-ping), and on PostgreSQL the query is
-a prepared statement with a generic plan (planning it cost more than running it; ``_postgresql_statement``). A connection
-that fails is dropped and the query retried once on a new one (a restarted database costs one failed attempt).
+a prepared statement with a generic plan (planning it cost more than running it; ``_postgresql_statement``).
+A connection that fails is dropped and the query retried once on a new one (a restarted database costs one failed
+attempt).
 """
 
 from __future__ import annotations
